@@ -1,0 +1,38 @@
+"""The `r1` command line.
+
+    r1 doctor                 check the environment
+    r1 <command> --help       every command documents its own options
+
+Each command group lives in its own module and registers itself through
+`register(subparsers)`; heavy imports happen inside the handlers so `r1 --help` is fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that add subcommands. Each defines register(subparsers: argparse._SubParsersAction).
+COMMAND_MODULES = [
+    "r1_ros.doctor",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="r1", description="r1: 3D scene reasoning for robots (3D-R1 on ROS 2)."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rc = args.func(args)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
