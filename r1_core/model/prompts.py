@@ -1,0 +1,122 @@
+"""Prompts: the chat layout of every task, with placeholders for scene and view tokens.
+
+    pieces = build_prompt(query, num_objects=32, view_slots=[4, 4], tokenizer=tok)
+
+The user turn starts with the scene (one `<ref>k</ref>` marker followed by one scene-token slot
+per object proposal) and the selected views (a marker and the view's token slots), then the
+task instruction. The model answers `<think>…</think><answer>…</answer>` and refers to
+objects with `<ref>k</ref>` (answer.py). Slots are filled with embeddings by the model; this
+module only lays out text and slot positions.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from r1_core.model.answer import REF_CLOSE, REF_OPEN, format_box
+from r1_core.query import SceneQuery
+
+SCENE_PLACEHOLDER = "<scene>"
+VIEWS_PLACEHOLDER = "<views>"
+
+SYSTEM_PROMPT = (
+    "You are r1, the 3D scene reasoning module of a robot. The scene is a list of objects "
+    "<ref>k</ref> in the map frame (metres, z up). Think briefly inside <think></think>, then "
+    "answer inside <answer></answer>; refer to an object as <ref>k</ref>."
+)
+
+INSTRUCTIONS = {
+    "grounding": "Find the object: {text}",
+    "qa": "Question: {text}",
+    "reasoning": "Question: {text}",
+    "dense_caption": "Describe each object in the scene with its location.",
+    "object_caption": "Describe the object at {box}.",
+    "dialogue": "{text}",
+    "planning": "Plan the steps to: {text}",
+}
+
+
+@dataclass
+class PromptPiece:
+    """Either text or a run of `slots` embedding slots of one kind ("scene" or "view")."""
+
+    text: str = ""
+    kind: str = ""        # "" for text, else "scene" / "view"
+    slots: int = 0
+    index: int = 0        # which object / view the slots belong to
+
+
+def scene_section(num_objects: int) -> list[PromptPiece]:
+    out: list[PromptPiece] = []
+    for k in range(num_objects):
+        out.append(PromptPiece(text=f"{REF_OPEN}{k}{REF_CLOSE}"))
+        out.append(PromptPiece(kind="scene", slots=1, index=k))
+    return out
+
+
+def view_section(view_slots: list[int]) -> list[PromptPiece]:
+    out: list[PromptPiece] = []
+    for v, n in enumerate(view_slots):
+        out.append(PromptPiece(text=f"<view{v}>"))
+        out.append(PromptPiece(kind="view", slots=n, index=v))
+    return out
+
+
+def user_text(query: SceneQuery) -> str:
+    template = INSTRUCTIONS[query.task]
+    box = format_box(query.target_box) if query.target_box is not None else ""
+    return template.format(text=query.text.strip(), box=box)
+
+
+def chat_messages(query: SceneQuery, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    """System, the dialogue history (if any), then the user turn with the placeholders."""
+    msgs = [{"role": "system", "content": system_prompt}]
+    if query.history and len(query.history) % 2 != 0:
+        raise ValueError(f"history: expected alternating user/assistant turns (an even count), "
+                         f"got {len(query.history)} turns")
+    for i, turn in enumerate(query.history):
+        msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": turn})
+    first = f"{SCENE_PLACEHOLDER}{VIEWS_PLACEHOLDER}\n" if not query.history else ""
+    msgs.append({"role": "user", "content": first + user_text(query)})
+    if query.history:  # the scene goes at the start of the first user turn
+        msgs[1]["content"] = f"{SCENE_PLACEHOLDER}{VIEWS_PLACEHOLDER}\n" + msgs[1]["content"]
+    return msgs
+
+
+def build_prompt(query: SceneQuery, num_objects: int, view_slots: list[int], tokenizer,
+                 system_prompt: str = SYSTEM_PROMPT) -> list[PromptPiece]:
+    """The prompt as pieces: chat-template text with the scene and view sections spliced in."""
+    text = tokenizer.apply_chat_template(chat_messages(query, system_prompt), tokenize=False,
+                                         add_generation_prompt=True)
+    parts = re.split(f"({re.escape(SCENE_PLACEHOLDER)}|{re.escape(VIEWS_PLACEHOLDER)})", text)
+    pieces: list[PromptPiece] = []
+    for part in parts:
+        if part == SCENE_PLACEHOLDER:
+            pieces += scene_section(num_objects)
+        elif part == VIEWS_PLACEHOLDER:
+            pieces += view_section(view_slots)
+        elif part:
+            pieces.append(PromptPiece(text=part))
+    return pieces
+
+
+def boxes_to_refs(text: str, gt_boxes: np.ndarray, proposal_boxes: np.ndarray, min_iou: float,
+                  iou_fn) -> tuple[str, bool]:
+    """Rewrite each `<box>…</box>` in a training target as `<ref>k</ref>` of the proposal that
+    overlaps it most (IoU >= min_iou). Returns (text, all_resolved). `gt_boxes` are the parsed
+    boxes of `text` in order; iou_fn(a (N,7), b (M,7)) -> (N, M)."""
+    from r1_core.model.answer import _BOX_RE
+
+    if len(gt_boxes) == 0:
+        return text, True
+    iou = np.asarray(iou_fn(np.asarray(gt_boxes, np.float32), np.asarray(proposal_boxes, np.float32)))
+    best = iou.argmax(axis=1)
+    ok = bool(np.all(iou[np.arange(len(best)), best] >= min_iou))
+    it = iter(range(len(best)))
+
+    def sub(_m: re.Match) -> str:
+        return f"{REF_OPEN}{int(best[next(it)])}{REF_CLOSE}"
+
+    return _BOX_RE.sub(sub, text), ok

@@ -1,0 +1,318 @@
+"""R1Model: point encoder + projector + view tokens + backbone LLM (LoRA), in the 3D-R1 recipe.
+
+    model = R1Model(ModelConfig(backbone="tiny"))
+    scene = model.encode_scene(cloud)                         # cache per map version
+    batch = model.collate([model.prepare(scene, views, query, target=None)], for_generation=True)
+    texts = generate(model, batch, GenerationSettings())      # r1_core.model.generate
+
+`prepare` lays out one prompt (prompts.py) and records where scene/view embeddings go;
+`collate` pads a list of prepared samples (right-padded for training, left-padded for
+generation) and fills the embedding slots; `loss`/`token_logprobs` compute the LM loss on the
+response tokens only.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from r1_core.model.backbones import IMAGE_PAD, VISION_END, VISION_START, Backbone, load_backbone
+from r1_core.model.encoder import EncoderConfig, EncoderOutput, PointEncoder, mlp
+from r1_core.model.prompts import SYSTEM_PROMPT, PromptPiece, build_prompt
+from r1_core.model.views_encoder import ConvViewEncoder, PoseEmbedding, ViewEncoderConfig, ViewInput
+from r1_core.query import SceneQuery
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LORA_TARGETS = (r"(model\.)?(language_model\.)?layers\.\d+\.(self_attn|mlp)\."
+                r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 16                   # 0 disables LoRA (backbone frozen, encoder/projector train)
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: str = LORA_TARGETS   # regex over the language model's linear layers
+
+
+@dataclass
+class DepthSettings:
+    model_path: str | None = None    # local Depth Anything (hub format) dir; None disables the branch
+    tiny: bool = False               # random-init tiny Depth Anything (tests only)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the model; saved with every checkpoint."""
+
+    backbone: str = "smollm2-135m"   # tiny | tiny-vl | smollm2-135m | qwen2.5-vl
+    backbone_path: str | None = None # local hub-format dir (qwen2.5-vl)
+    dtype: str = "float32"           # float32 | bfloat16 | float16
+    seed: int = 0                    # init of the random parts
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    views: ViewEncoderConfig = field(default_factory=ViewEncoderConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    depth: DepthSettings = field(default_factory=DepthSettings)
+    projector_hidden: int = 1024
+    system_prompt: str = SYSTEM_PROMPT
+    max_length: int = 2048           # prompt + response tokens
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
+
+
+@dataclass
+class SceneEncoding:
+    """A scene's encoder output for one cloud (cache it while the map does not change)."""
+
+    tokens: torch.Tensor             # (P, token_dim)
+    boxes: np.ndarray                # (P, 7) proposal boxes, map frame
+    scores: np.ndarray               # (P,)
+    labels: np.ndarray               # (P,) nyu40 ids
+    num_points: int = 0
+
+
+@dataclass
+class PreparedSample:
+    input_ids: list[int]
+    labels: list[int]                            # -100 on the prompt
+    slots: list[tuple[int, str, int, int]]       # (start, kind, index, length)
+    scene: SceneEncoding
+    view_tokens: torch.Tensor | None             # (V, T, hidden) image tokens (text-only path)
+    view_images: list[torch.Tensor] = field(default_factory=list)  # VL: per-view vision embeds
+    image_grid: torch.Tensor | None = None       # VL: (V, 3)
+    pose_tokens: torch.Tensor | None = None      # (V, hidden)
+    prompt_len: int = 0
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor          # (B, L)
+    attention_mask: torch.Tensor     # (B, L)
+    position_ids: torch.Tensor       # (B, L) or (3, B, L) for mrope
+    inputs_embeds: torch.Tensor      # (B, L, H)
+    labels: torch.Tensor             # (B, L), -100 where no loss
+    samples: list[PreparedSample]
+
+
+class R1Model(nn.Module):
+    def __init__(self, cfg: ModelConfig, backbone: Backbone | None = None):
+        super().__init__()
+        self.cfg = cfg
+        dtype = DTYPES[cfg.dtype]
+        self.backbone = backbone or load_backbone(cfg.backbone, cfg.backbone_path, dtype=dtype, seed=cfg.seed)
+        for p in self.backbone.model.parameters():
+            p.requires_grad_(False)
+        torch.manual_seed(cfg.seed)
+        H = self.backbone.hidden_size
+        self.encoder = PointEncoder(cfg.encoder)
+        self.projector = mlp([cfg.encoder.token_dim, cfg.projector_hidden, H], last_act=False)
+        self.pose_embed = PoseEmbedding(cfg.views, H)
+        self.view_encoder = None if self.backbone.has_vision else ConvViewEncoder(cfg.views, H)
+        self.depth = None
+        if cfg.depth.model_path or cfg.depth.tiny:
+            from r1_core.model.depth import DepthBranch
+
+            self.depth = DepthBranch(cfg.depth.model_path, tiny=cfg.depth.tiny, out_dim=H,
+                                     tokens=cfg.views.tokens_per_view if self.view_encoder else 1)
+        self.lm = self.backbone.model
+        if cfg.lora.rank > 0:
+            from peft import LoraConfig, get_peft_model
+
+            lcfg = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                              target_modules=cfg.lora.target_modules, bias="none")
+            self.lm = get_peft_model(self.backbone.model, lcfg)
+            n = sum(1 for name, _ in self.lm.named_modules() if name.endswith("lora_A"))
+            if n == 0:
+                raise ValueError(f"lora.target_modules matched no layer of backbone {cfg.backbone!r}")
+        for mod in (self.encoder, self.projector, self.pose_embed, self.view_encoder):
+            if mod is not None:
+                mod.to(dtype=torch.float32)
+        tok = self.backbone.tokenizer
+        self.slot_id = tok.pad_token_id
+        self.eos_id = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else tok.eos_token_id
+
+    # ---- helpers ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    @property
+    def tokenizer(self):
+        return self.backbone.tokenizer
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Our trained parts (saved in checkpoints next to the LoRA adapter)."""
+        mods = {"encoder": self.encoder, "projector": self.projector, "pose_embed": self.pose_embed}
+        if self.view_encoder is not None:
+            mods["view_encoder"] = self.view_encoder
+        if self.depth is not None:
+            mods["depth_proj"] = self.depth.proj
+        return mods
+
+    def tokenizer_fingerprint(self) -> str:
+        tok = self.tokenizer
+        h = hashlib.sha256()
+        h.update(str(len(tok)).encode())
+        h.update((tok.chat_template or "").encode())
+        h.update(" ".join(tok.convert_ids_to_tokens(list(range(0, len(tok), max(1, len(tok) // 97))))).encode())
+        return h.hexdigest()[:16]
+
+    # ---- scene and views --------------------------------------------------------------
+    def encode_scene(self, cloud: np.ndarray | torch.Tensor, grad: bool = False) -> SceneEncoding:
+        """Encode one scene cloud (N, 6|9) into P object-proposal tokens."""
+        pts = torch.as_tensor(np.asarray(cloud) if not isinstance(cloud, torch.Tensor) else cloud,
+                              dtype=torch.float32)
+        prepared, _ = self.encoder.prepare(pts)
+        with torch.set_grad_enabled(grad):
+            out: EncoderOutput = self.encoder(prepared[None].to(self.device))
+        return SceneEncoding(out.tokens[0], out.boxes[0].detach().cpu().numpy(),
+                             out.scores[0].detach().cpu().numpy(), out.labels[0].cpu().numpy(),
+                             num_points=int(pts.shape[0]))
+
+    def _view_inputs(self, views: list[ViewInput]) -> tuple[torch.Tensor | None, list, torch.Tensor | None, torch.Tensor | None]:
+        if not views:
+            return None, [], None, None
+        dev = self.device
+        T = torch.tensor(np.stack([v.T_map_optical for v in views]), dtype=torch.float32, device=dev)
+        pose = self.pose_embed(T)
+        if self.view_encoder is not None:
+            tokens = self.view_encoder(self.view_encoder.images_to_tensor(views, dev))
+            if self.depth is not None:
+                tokens = tokens + self.depth.view_tokens([v.color for v in views]).to(tokens.dtype)
+            return tokens, [], None, pose
+        images, grid = self.backbone.encode_images([v.color for v in views])
+        if self.depth is not None:
+            extra = self.depth.view_tokens([v.color for v in views])           # (V, 1, H)
+            images = [im + extra[i].to(im.dtype) for i, im in enumerate(images)]
+        return None, images, grid, pose
+
+    # ---- prompt layout ----------------------------------------------------------------
+    def prepare(self, scene: SceneEncoding, views: list[ViewInput], query: SceneQuery,
+                target: str | None = None) -> PreparedSample:
+        """Tokenise the prompt (and the training target) and record the embedding slots."""
+        view_tokens, view_images, grid, pose = self._view_inputs(views)
+        tok = self.tokenizer
+        if self.backbone.has_vision:
+            counts = self.backbone.image_token_count(grid) if views else []
+            view_slots = [c + 1 for c in counts]                 # image tokens + the pose token
+        else:
+            view_slots = [self.cfg.views.tokens_per_view + 1] * len(views)
+        pieces = build_prompt(query, len(scene.tokens), view_slots, tok, self.cfg.system_prompt)
+        ids: list[int] = []
+        slots: list[tuple[int, str, int, int]] = []
+        img_pad = tok.convert_tokens_to_ids(IMAGE_PAD) if self.backbone.has_vision else None
+        for piece in pieces:
+            if not piece.kind:
+                ids += tok(piece.text, add_special_tokens=False)["input_ids"]
+                continue
+            if piece.kind == "view" and self.backbone.has_vision:
+                n_img = piece.slots - 1
+                ids += tok(VISION_START, add_special_tokens=False)["input_ids"]
+                slots.append((len(ids), "image", piece.index, n_img))
+                ids += [img_pad] * n_img
+                ids += tok(VISION_END, add_special_tokens=False)["input_ids"]
+                slots.append((len(ids), "pose", piece.index, 1))
+                ids += [self.slot_id]
+                continue
+            slots.append((len(ids), piece.kind, piece.index, piece.slots))
+            ids += [self.slot_id] * piece.slots
+        prompt_len = len(ids)
+        labels = [-100] * prompt_len
+        if target is not None:
+            tgt = tok(target, add_special_tokens=False)["input_ids"] + [self.eos_id]
+            ids += tgt
+            labels += tgt
+        if len(ids) > self.cfg.max_length:
+            raise ValueError(f"sample of {len(ids)} tokens exceeds max_length {self.cfg.max_length}")
+        return PreparedSample(ids, labels, slots, scene, view_tokens, view_images, grid, pose, prompt_len)
+
+    def _slot_embeddings(self, s: PreparedSample, kind: str, index: int, length: int) -> torch.Tensor:
+        if kind == "scene":
+            return self.projector(s.scene.tokens[index:index + 1].to(self.device, torch.float32))
+        if kind == "view":  # text-only: image tokens then the pose token
+            return torch.cat([s.view_tokens[index], s.pose_tokens[index:index + 1]], dim=0)
+        if kind == "image":
+            return s.view_images[index]
+        if kind == "pose":
+            return s.pose_tokens[index:index + 1]
+        raise ValueError(f"unknown slot kind {kind!r}")
+
+    def collate(self, samples: list[PreparedSample], for_generation: bool = False) -> Batch:
+        """Pad (left for generation, right for training) and fill the embedding slots."""
+        dev, dtype = self.device, self.backbone.dtype
+        L = max(len(s.input_ids) for s in samples)
+        B = len(samples)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((B, L), pad, dtype=torch.long)
+        labels = torch.full((B, L), -100, dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.long)
+        offsets = []
+        for b, s in enumerate(samples):
+            n = len(s.input_ids)
+            off = L - n if for_generation else 0
+            offsets.append(off)
+            ids[b, off:off + n] = torch.tensor(s.input_ids)
+            labels[b, off:off + n] = torch.tensor(s.labels)
+            mask[b, off:off + n] = 1
+        ids, labels, mask = ids.to(dev), labels.to(dev), mask.to(dev)
+        embeds = self.backbone.embed_tokens(ids)
+        rows, cols, values = [], [], []
+        for b, s in enumerate(samples):
+            for start, kind, index, length in s.slots:
+                emb = self._slot_embeddings(s, kind, index, length)
+                if emb.shape[0] != length:
+                    raise ValueError(f"slot {kind}[{index}] expects {length} embeddings, got {emb.shape[0]}")
+                rows += [b] * length
+                cols += list(range(offsets[b] + start, offsets[b] + start + length))
+                values.append(emb)
+        if values:
+            embeds = embeds.index_put((torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)),
+                                      torch.cat(values).to(dtype))
+        position_ids = self._positions(ids, mask, samples, offsets)
+        return Batch(ids, mask, position_ids, embeds, labels, samples)
+
+    def _positions(self, ids: torch.Tensor, mask: torch.Tensor, samples: list[PreparedSample],
+                   offsets: list[int]) -> torch.Tensor:
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        if not self.backbone.uses_mrope:
+            return pos
+        grids = [s.image_grid for s in samples if s.image_grid is not None]
+        if not grids:
+            return pos[None].expand(3, -1, -1).clone()
+        inner = self.lm.get_base_model().model if hasattr(self.lm, "get_base_model") else self.lm.model
+        img_pad = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        mm = (ids == img_pad).int()
+        position_ids, _ = inner.get_rope_index(ids, mm, image_grid_thw=torch.cat(grids), attention_mask=mask)
+        return position_ids
+
+    # ---- training signals ---------------------------------------------------------------
+    def hidden_states(self, batch: Batch) -> torch.Tensor:
+        out = self.backbone.decoder(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                                    position_ids=batch.position_ids, use_cache=False)
+        return out.last_hidden_state
+
+    def token_logprobs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of the label tokens: (B, L-1) values and a (B, L-1) bool mask."""
+        h = self.hidden_states(batch)[:, :-1]
+        target = batch.labels[:, 1:]
+        mask = target != -100
+        logp = torch.zeros(target.shape, dtype=torch.float32, device=h.device)
+        logits = self.backbone.lm_head(h[mask]).float()
+        logp[mask] = torch.log_softmax(logits, -1).gather(-1, target[mask][:, None]).squeeze(-1)
+        return logp, mask
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy over the response tokens."""
+        h = self.hidden_states(batch)[:, :-1]
+        target = batch.labels[:, 1:]
+        mask = target != -100
+        if not mask.any():
+            raise ValueError("batch has no response tokens to train on")
+        logits = self.backbone.lm_head(h[mask]).float()
+        return F.cross_entropy(logits, target[mask])
