@@ -2,8 +2,8 @@
 
     enc = PointEncoder(EncoderConfig())
     out = enc(points)            # points: (B, N, 6|9) xyz + rgb 0..255 (+ normals)
-    out.tokens                   # (B, P, token_dim): one token per object proposal
     out.boxes, out.scores        # (B, P, 7) proposal boxes (map frame), (B, P) objectness
+    tokens = enc.tokens(out.token_inputs)   # (B, P, token_dim): one token per object proposal
 
 Why proposals as tokens: a 135M-parameter LLM cannot regress metric box coordinates from
 pooled point features reliably, but it can point at one of P candidate objects. The encoder
@@ -72,7 +72,7 @@ class EncoderConfig:
 
 @dataclass
 class EncoderOutput:
-    tokens: torch.Tensor             # (B, P, token_dim)
+    token_inputs: torch.Tensor       # (B, P, token_in_dim): per-proposal features (detector side)
     boxes: torch.Tensor              # (B, P, 7)
     scores: torch.Tensor             # (B, P) objectness probability, sorted descending
     labels: torch.Tensor             # (B, P) predicted nyu40 class
@@ -130,7 +130,16 @@ class PointEncoder(nn.Module):
         self.head = mlp([dim, dim, dim], last_act=True)
         self.head_out = nn.Linear(dim, 1 + 3 + 3 + NUM_NYU40)
         pe_dim = 6 * (2 * cfg.fourier_bands + 1)
-        self.token_mlp = mlp([2 * dim + NUM_NYU40 + 3 + pe_dim, cfg.token_dim, cfg.token_dim], last_act=False)
+        self.token_in_dim = 2 * dim + NUM_NYU40 + 3 + pe_dim
+        self.token_mlp = mlp([self.token_in_dim, cfg.token_dim, cfg.token_dim], last_act=False)
+
+    def detector_parameters(self) -> list[nn.Parameter]:
+        """Set abstraction + proposal head: trained in the encoder pre-training stage, then frozen."""
+        return [*self.sa.parameters(), *self.head.parameters(), *self.head_out.parameters()]
+
+    def tokens(self, token_inputs: torch.Tensor) -> torch.Tensor:
+        """Scene tokens from the per-proposal features (the part that trains with the LLM)."""
+        return self.token_mlp(token_inputs)
 
     # ---- input handling ---------------------------------------------------------------
     def prepare(self, cloud: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +209,7 @@ class PointEncoder(nn.Module):
         geo = torch.cat([boxes[..., :3], boxes[..., 3:6].log()], dim=-1)
         token_in = torch.cat([own, pooled, cls_prob, colour, fourier_encode(geo, self.cfg.fourier_bands)], -1)
         return EncoderOutput(
-            tokens=self.token_mlp(token_in), boxes=boxes, scores=scores,
+            token_inputs=token_in, boxes=boxes, scores=scores,
             labels=cls_prob.argmax(-1), seed_xyz=seed_xyz, seed_index=seed_index, head=head,
         )
 

@@ -70,7 +70,7 @@ class ModelConfig:
 class SceneEncoding:
     """A scene's encoder output for one cloud (cache it while the map does not change)."""
 
-    tokens: torch.Tensor             # (P, token_dim)
+    token_inputs: torch.Tensor       # (P, token_in_dim) detector-side proposal features (no grad)
     boxes: np.ndarray                # (P, 7) proposal boxes, map frame
     scores: np.ndarray               # (P,)
     labels: np.ndarray               # (P,) nyu40 ids
@@ -88,6 +88,7 @@ class PreparedSample:
     image_grid: torch.Tensor | None = None       # VL: (V, 3)
     pose_tokens: torch.Tensor | None = None      # (V, hidden)
     prompt_len: int = 0
+    _projected: torch.Tensor | None = None       # scene tokens after token MLP + projector
 
 
 @dataclass
@@ -164,14 +165,16 @@ class R1Model(nn.Module):
         return h.hexdigest()[:16]
 
     # ---- scene and views --------------------------------------------------------------
-    def encode_scene(self, cloud: np.ndarray | torch.Tensor, grad: bool = False) -> SceneEncoding:
-        """Encode one scene cloud (N, 6|9) into P object-proposal tokens."""
+    @torch.no_grad()
+    def encode_scene(self, cloud: np.ndarray | torch.Tensor) -> SceneEncoding:
+        """Run the (frozen) detector side of the encoder on one cloud (N, 6|9): P object
+        proposals and their features. Cache the result while the scene does not change; the
+        trainable token MLP and projector run when the prompt is assembled."""
         pts = torch.as_tensor(np.asarray(cloud) if not isinstance(cloud, torch.Tensor) else cloud,
                               dtype=torch.float32)
         prepared, _ = self.encoder.prepare(pts)
-        with torch.set_grad_enabled(grad):
-            out: EncoderOutput = self.encoder(prepared[None].to(self.device))
-        return SceneEncoding(out.tokens[0], out.boxes[0].detach().cpu().numpy(),
+        out: EncoderOutput = self.encoder(prepared[None].to(self.device))
+        return SceneEncoding(out.token_inputs[0], out.boxes[0].detach().cpu().numpy(),
                              out.scores[0].detach().cpu().numpy(), out.labels[0].cpu().numpy(),
                              num_points=int(pts.shape[0]))
 
@@ -203,7 +206,7 @@ class R1Model(nn.Module):
             view_slots = [c + 1 for c in counts]                 # image tokens + the pose token
         else:
             view_slots = [self.cfg.views.tokens_per_view + 1] * len(views)
-        pieces = build_prompt(query, len(scene.tokens), view_slots, tok, self.cfg.system_prompt)
+        pieces = build_prompt(query, len(scene.token_inputs), view_slots, tok, self.cfg.system_prompt)
         ids: list[int] = []
         slots: list[tuple[int, str, int, int]] = []
         img_pad = tok.convert_tokens_to_ids(IMAGE_PAD) if self.backbone.has_vision else None
@@ -234,7 +237,7 @@ class R1Model(nn.Module):
 
     def _slot_embeddings(self, s: PreparedSample, kind: str, index: int, length: int) -> torch.Tensor:
         if kind == "scene":
-            return self.projector(s.scene.tokens[index:index + 1].to(self.device, torch.float32))
+            return self._scene_tokens(s)[index:index + 1]
         if kind == "view":  # text-only: image tokens then the pose token
             return torch.cat([s.view_tokens[index], s.pose_tokens[index:index + 1]], dim=0)
         if kind == "image":
@@ -242,6 +245,13 @@ class R1Model(nn.Module):
         if kind == "pose":
             return s.pose_tokens[index:index + 1]
         raise ValueError(f"unknown slot kind {kind!r}")
+
+    def _scene_tokens(self, s: PreparedSample) -> torch.Tensor:
+        """Projected scene tokens (P, hidden), computed once per sample per collate."""
+        if s._projected is None:
+            x = s.scene.token_inputs.to(self.device, torch.float32)
+            s._projected = self.projector(self.encoder.tokens(x))
+        return s._projected
 
     def collate(self, samples: list[PreparedSample], for_generation: bool = False) -> Batch:
         """Pad (left for generation, right for training) and fill the embedding slots."""
@@ -271,6 +281,8 @@ class R1Model(nn.Module):
                 rows += [b] * length
                 cols += list(range(offsets[b] + start, offsets[b] + start + length))
                 values.append(emb)
+        for s in samples:
+            s._projected = None
         if values:
             embeds = embeds.index_put((torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)),
                                       torch.cat(values).to(dtype))
@@ -306,6 +318,12 @@ class R1Model(nn.Module):
         logits = self.backbone.lm_head(h[mask]).float()
         logp[mask] = torch.log_softmax(logits, -1).gather(-1, target[mask][:, None]).squeeze(-1)
         return logp, mask
+
+    def forward(self, items: list[tuple[SceneEncoding, list[ViewInput], SceneQuery, str]]) -> torch.Tensor:
+        """Training forward: (scene, views, query, target text) items -> mean response loss.
+        Everything trainable runs inside forward, so DDP/FSDP wrappers see it."""
+        samples = [self.prepare(scene, views, query, target) for scene, views, query, target in items]
+        return self.loss(self.collate(samples))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy over the response tokens."""
