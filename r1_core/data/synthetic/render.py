@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from r1_core.data.rgbd import CameraIntrinsics, look_at
-from r1_core.data.synthetic.world import FACE_SHADES, SynthRoom
+from r1_core.data.synthetic.world import FACE_SHADES, SynthRoom, clearance as _clearance
 
 
 @dataclass
@@ -373,17 +373,6 @@ def make_renderer(room: SynthRoom, cfg: RenderConfig | None = None):
 
 # ---------------------------------------------------------------------------------------------
 # trajectories
-
-
-def _clearance(room: SynthRoom, pts: np.ndarray) -> np.ndarray:
-    """Distance of each point to the nearest solid geometry or wall/floor/ceiling."""
-    t = room.box_table(ceiling=True)
-    solid = t.face < 0
-    lo, hi = t.lo[solid], t.hi[solid]
-    d = np.linalg.norm(np.maximum(0, np.maximum(lo[None] - pts[:, None], pts[:, None] - hi[None])), axis=2).min(1)
-    W, D, H = room.size
-    shell = np.minimum.reduce([pts[:, 0], W - pts[:, 0], pts[:, 1], D - pts[:, 1], pts[:, 2], H - pts[:, 2]])
-    return np.minimum(d, shell)
 
 
 def walkthrough_poses(room: SynthRoom, cfg: RenderConfig | None = None, n_frames: int | None = None,

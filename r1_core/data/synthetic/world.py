@@ -176,6 +176,18 @@ class SynthRoom:
             raise DataFormatError(path, f"not a synthetic room description: {e!r}") from None
 
 
+def clearance(room: SynthRoom, pts: np.ndarray) -> np.ndarray:
+    """Distance of each point (M, 3) to the nearest solid geometry or wall/floor/ceiling."""
+    pts = np.asarray(pts, np.float64).reshape(-1, 3)
+    t = room.box_table(ceiling=True)
+    solid = t.face < 0
+    lo, hi = t.lo[solid], t.hi[solid]
+    d = np.linalg.norm(np.maximum(0, np.maximum(lo[None] - pts[:, None], pts[:, None] - hi[None])), axis=2).min(1)
+    W, D, H = room.size
+    shell = np.minimum.reduce([pts[:, 0], W - pts[:, 0], pts[:, 1], D - pts[:, 1], pts[:, 2], H - pts[:, 2]])
+    return np.minimum(d, shell)
+
+
 # ---------------------------------------------------------------------------------------------
 # point sampling
 
