@@ -73,8 +73,8 @@ def dense_caption_metrics(
     """m@kIoU for each metric and threshold ("CIDEr@0.5", ...). A scene of `ground_truth`
     missing from `predictions` has no predictions; a scene only in `predictions` is an error."""
     ts = tuple(float(t) for t in iou_thresholds)
-    if not ts or any(not 0.0 <= t <= 1.0 for t in ts):
-        raise ValueError(f"iou_thresholds: expected values in [0, 1], got {list(iou_thresholds)}")
+    if not ts or any(not 0.0 < t <= 1.0 for t in ts):
+        raise ValueError(f"iou_thresholds: expected values in (0, 1], got {list(iou_thresholds)}")
     unknown = [m for m in metrics if m not in DENSE_CAPTION_METRICS]
     if unknown or not metrics:
         raise ValueError(f"unknown dense-caption metric(s) {unknown or metrics}; choose from {list(DENSE_CAPTION_METRICS)}")
@@ -104,7 +104,8 @@ def dense_caption_metrics(
             if isinstance(r, str) or not isinstance(r, Sequence) or not r:
                 raise ValueError(f"ground_truth[{scene_id!r}] object {i}: expected a non-empty list of descriptions, got {r!r}")
             refs[key] = list(r)
-            cands[key] = p_caps[best[i]] if best[i] >= 0 else ""
+            # no overlapping prediction: nothing to caption (masked out at every k > 0 anyway)
+            cands[key] = p_caps[best[i]] if best[i] >= 0 and best_iou[i] > 0 else ""
             ious.append(float(best_iou[i]))
     if not refs:
         raise ValueError("ground_truth holds no objects to score")

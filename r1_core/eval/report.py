@@ -11,7 +11,8 @@ functions of r1_core.eval return them (fractions; CIDEr on its 0..10 scale). Tab
 every value x100 with two decimals, as the paper does. Benchmarks (`BENCHMARKS`): scanrefer,
 nr3d (grounding.py), scan2cap (dense_caption.py), scanqa, sqa3d (qa.py), 3dllm_dialogue,
 3dllm_planning (captions.caption_metrics). A benchmark no method has is left out with its
-columns (and a table with no benchmark left is left out); a metric a method lacks shows "–".
+columns (and a table with no benchmark left is left out), a method that ran none of a
+table's benchmarks has no row there, and a metric a method lacks shows "–".
 An unknown benchmark name is an error (a typo would otherwise vanish from the report).
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _cols(benchmark: str, label: str, pairs: list[tuple[str, str]]) -> tuple[Col
 _CAP4 = [("CIDEr", "C"), ("BLEU-4", "B-4"), ("METEOR", "M"), ("ROUGE-L", "R")]
 
 TABLES: tuple[Table, ...] = (
-    Table("3D visual grounding (ScanRefer, Nr3D): Acc@kIoU",
+    Table("3D visual grounding: Acc@kIoU",
           _cols("scanrefer", "ScanRefer", [
               ("unique/Acc@0.25", "Unique@0.25"), ("unique/Acc@0.5", "Unique@0.5"),
               ("multiple/Acc@0.25", "Multiple@0.25"), ("multiple/Acc@0.5", "Multiple@0.5"),
@@ -99,6 +100,8 @@ def markdown_tables(results: Mapping[str, Mapping[str, Mapping[str, float]]], di
                  "| Method | " + " | ".join(c.header for c in cols) + " |",
                  "|---|" + "---:|" * len(cols)]
         for method, benches in results.items():
+            if not any(c.benchmark in benches for c in cols):
+                continue   # this method ran none of the table's benchmarks
             cells = []
             for c in cols:
                 v = benches.get(c.benchmark, {}).get(c.metric)
