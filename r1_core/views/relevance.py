@@ -1,0 +1,311 @@
+"""Request relevance of keyframes: which objects a request is about, and how well each keyframe
+shows them.
+
+    targets = resolve_targets(query, scene, snap, cfg)        # weighted proposal boxes
+    enc = ProposalRelevance(cfg)                              # default, offline
+    rel = enc.relevance(query, targets, snap)                 # (N,) in [0, 1]
+    clip = ClipRelevance("/models/clip-vit-b32")              # optional: CLIP / SigLIP from a local dir
+    rel = clip.relevance(query, targets, snap)
+
+`resolve_targets` turns the request into weighted boxes using the scene understanding the
+model already has (`SceneEncoding`: proposal boxes, scores, NYU40 labels): the object phrases
+of the text (vocab.parse_mentions) select proposals by class; a colour word re-weights them by
+the fraction of their map voxels of that colour; the first phrase is the head (weight 1), the
+others context (`context_weight`); an object_caption request's `target_box` is the head.
+
+`ProposalRelevance` scores a keyframe by the weighted fraction of each target's extent it
+sees: the target's observed surface (the bank's voxel centres inside its box, or a grid on the
+box surface where the map has seen none of it) is projected into the keyframe, and a point
+counts when it lands in the image and the keyframe's depth there is not in front of it
+(occlusion, tolerance `occlusion_tol_m`).
+
+`ClipRelevance` is an image-text relevance from a CLIP or SigLIP model in a local directory
+(transformers CLIPModel / SiglipModel, loaded with local_files_only): cosine similarity of the
+request text with each keyframe image, min-max normalised over the bank. Image embeddings are
+cached per keyframe id.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import cv2
+import numpy as np
+
+from r1_core.views.bank import BankSnapshot
+from r1_core.views.vocab import COLOR_WORDS, color_indices, parse_mentions
+
+if TYPE_CHECKING:
+    from r1_core.model.r1model import SceneEncoding
+    from r1_core.query import SceneQuery
+    from r1_core.views.select import SelectorConfig
+
+
+@dataclass
+class Targets:
+    """The objects a request is about: boxes (R, 7) in the map frame with weights (R,) summing
+    to 1 (or R = 0: the request names nothing the scene understanding knows)."""
+
+    boxes: np.ndarray
+    weights: np.ndarray
+    proposal_index: np.ndarray     # (R,) index into the SceneEncoding, -1 for a query target_box
+    phrases: list[str]             # the phrase each box came from
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+def _request_mentions(query: "SceneQuery"):
+    main = parse_mentions(query.text or "")
+    hist = [m for turn in reversed(query.history) for m in parse_mentions(turn)]
+    return main, hist
+
+
+def resolve_targets(query: "SceneQuery", scene: "SceneEncoding", snap: BankSnapshot,
+                    cfg: "SelectorConfig") -> Targets:
+    """Weighted target boxes of a request (see the module docstring)."""
+    boxes = np.asarray(scene.boxes, np.float64).reshape(-1, 7)
+    labels = np.asarray(scene.labels).reshape(-1)
+    scores = np.asarray(scene.scores, np.float64).reshape(-1)
+    if not (labels.shape[0] == scores.shape[0] == boxes.shape[0]):
+        raise ValueError(f"scene: boxes {boxes.shape}, scores {scores.shape} and labels {labels.shape} "
+                         "must have one row per proposal")
+    out_b, out_w, out_i, out_p = [], [], [], []
+    head_taken = False
+    if query.task == "object_caption" and query.target_box is not None:
+        out_b.append(np.asarray(query.target_box, np.float64))
+        out_w.append(1.0)
+        out_i.append(-1)
+        out_p.append("target_box")
+        head_taken = True
+    main, hist = _request_mentions(query)
+    mentions = [(m, True) for m in main] + [(m, False) for m in hist]
+    for m, from_text in mentions:
+        cand = np.nonzero(np.isin(labels, m.nyu40_ids) & (scores >= cfg.min_proposal_score))[0]
+        if cand.size == 0:
+            continue
+        w = scores[cand].copy()
+        if m.color is not None:
+            w *= cfg.color_floor + _color_fraction(snap, boxes[cand], COLOR_WORDS.index(m.color))
+        w /= w.sum()
+        if not head_taken and from_text:
+            mw, head_taken = 1.0, True
+        else:
+            mw = cfg.context_weight * (1.0 if from_text else cfg.history_weight)
+        for j, wj in zip(cand, w):
+            out_b.append(boxes[j])
+            out_w.append(mw * wj)
+            out_i.append(int(j))
+            out_p.append(m.phrase)
+    if not out_b:
+        return Targets(np.zeros((0, 7)), np.zeros(0), np.zeros(0, np.int64), [])
+    wts = np.asarray(out_w)
+    order = np.argsort(-wts, kind="stable")[: cfg.max_targets]    # the strongest targets only
+    wts = wts[order]
+    return Targets(np.stack(out_b)[order], wts / wts.sum(), np.asarray(out_i)[order],
+                   [out_p[i] for i in order])
+
+
+def _object_voxels(snap: BankSnapshot, boxes: np.ndarray) -> list[np.ndarray]:
+    """Live voxel ids of each box's object: voxels in the box, less the bottom layer when
+    anything else is left (that layer is mostly the floor or the supporting surface)."""
+    out = []
+    for b, ids in zip(boxes, snap.voxels_in_boxes(boxes)):
+        keep = snap.centers[ids, 2] > (b[2] - b[5] / 2) + 0.75 * snap.voxel_size
+        out.append(ids[keep] if keep.any() else ids)
+    return out
+
+
+def _color_fraction(snap: BankSnapshot, boxes: np.ndarray, color: int) -> np.ndarray:
+    """(K,) fraction of each box's object voxels whose colour is `color` (0 without voxels)."""
+    out = np.zeros(len(boxes))
+    for k, ids in enumerate(_object_voxels(snap, boxes)):
+        if ids.size:
+            out[k] = float((color_indices(snap.voxel_rgb[ids]) == color).mean())
+    return out
+
+
+def box_surface_points(box: np.ndarray, n: int = 3) -> np.ndarray:
+    """An n×n×n grid on the box, without its interior points: (n^3 - (n-2)^3, 3) map frame."""
+    g = np.linspace(-0.5, 0.5, n)
+    local = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    local = local[np.abs(local).max(1) >= 0.5 - 1e-9] * box[3:6]
+    c, s = np.cos(box[6]), np.sin(box[6])
+    R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    return local @ R.T + box[:3]
+
+
+def target_points(snap: BankSnapshot, boxes: np.ndarray, max_points: int, min_points: int) -> list[np.ndarray]:
+    """Per target box the points that stand for its extent: its observed voxel centres
+    (evenly subsampled to `max_points`), or the box surface grid when fewer than `min_points`."""
+    out = []
+    for b, ids in zip(boxes, _object_voxels(snap, boxes)):
+        if ids.size >= min_points:
+            if ids.size > max_points:
+                ids = ids[np.linspace(0, ids.size - 1, max_points).round().astype(np.int64)]
+            out.append(snap.centers[ids].astype(np.float64))
+        else:
+            out.append(box_surface_points(b))
+    return out
+
+
+def _projection_cache(snap: BankSnapshot) -> dict:
+    c = snap._cache.get("proj")
+    if c is None:
+        kfs = snap.keyframes
+        Rt = np.stack([k.T_map_optical[:3, :3].T for k in kfs]) if kfs else np.zeros((0, 3, 3))
+        t = np.stack([-k.T_map_optical[:3, :3].T @ k.T_map_optical[:3, 3] for k in kfs]) if kfs else np.zeros((0, 3))
+        Ks = np.stack([k.K for k in kfs]) if kfs else np.zeros((0, 3, 3))
+        shapes = {k.depth_mm.shape for k in kfs}
+        stack = np.stack([k.depth_mm for k in kfs]) if len(shapes) == 1 else None
+        c = {"Rt": Rt, "t": t, "K": Ks, "depth": stack, "shapes": np.array([k.depth_mm.shape for k in kfs])}
+        snap._cache["proj"] = c
+    return c
+
+
+def visible_fraction(snap: BankSnapshot, points: np.ndarray, tol_m: float, min_depth_m: float) -> np.ndarray:
+    """(N,) fraction of `points` (M, 3) each keyframe sees: in its image, in front of the
+    camera, and not behind the keyframe's own depth there by more than `tol_m`."""
+    N, M = len(snap), points.shape[0]
+    if N == 0 or M == 0:
+        return np.zeros(N)
+    c = _projection_cache(snap)
+    cam = np.einsum("nij,mj->nmi", c["Rt"], points) + c["t"][:, None, :]     # (N, M, 3)
+    z = cam[..., 2]
+    zs = np.where(z > min_depth_m, z, 1.0)
+    K = c["K"]
+    u = np.rint(K[:, None, 0, 0] * cam[..., 0] / zs + K[:, None, 0, 1] * cam[..., 1] / zs + K[:, None, 0, 2])
+    v = np.rint(K[:, None, 1, 1] * cam[..., 1] / zs + K[:, None, 1, 2])
+    h, w = c["shapes"][:, 0:1], c["shapes"][:, 1:2]
+    ok = (z > min_depth_m) & (u >= 0) & (v >= 0) & (u < w) & (v < h)
+    ui = np.where(ok, u, 0).astype(np.int64)
+    vi = np.where(ok, v, 0).astype(np.int64)
+    if c["depth"] is not None:
+        d = c["depth"][np.arange(N)[:, None], vi, ui]
+    else:
+        d = np.stack([snap.keyframes[n].depth_mm[vi[n], ui[n]] for n in range(N)])
+    d = d.astype(np.float64) * 1e-3
+    ok &= (d > 0) & (d >= z - tol_m)
+    return ok.mean(1)
+
+
+class RelevanceEncoder(Protocol):
+    """One relevance term: (N,) in [0, 1] for the keyframes of `snap`, higher = more relevant."""
+
+    name: str
+
+    def relevance(self, query: "SceneQuery", targets: Targets, snap: BankSnapshot) -> np.ndarray: ...
+
+
+class ProposalRelevance:
+    """Default, offline: weighted visible fraction of the request's target objects."""
+
+    name = "proposals"
+
+    def __init__(self, cfg: "SelectorConfig"):
+        self.cfg = cfg
+
+    def per_target(self, targets: Targets, snap: BankSnapshot) -> np.ndarray:
+        """(N, R) visible fraction of each target in each keyframe."""
+        pts = target_points(snap, targets.boxes, self.cfg.max_points_per_target, self.cfg.min_points_per_target)
+        cols = [visible_fraction(snap, p, self.cfg.occlusion_tol_m, self.cfg.min_depth_m) for p in pts]
+        return np.stack(cols, 1) if cols else np.zeros((len(snap), 0))
+
+    def relevance(self, query: "SceneQuery", targets: Targets, snap: BankSnapshot) -> np.ndarray:
+        if len(targets) == 0:
+            return np.zeros(len(snap))
+        return self.per_target(targets, snap) @ targets.weights
+
+
+# ---- CLIP / SigLIP ----------------------------------------------------------------------------------
+_CLIP_MEAN, _CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipRelevance:
+    """Image-text relevance from a local CLIP or SigLIP checkpoint (hub layout: config.json,
+    weights, tokenizer files, optionally preprocessor_config.json for mean/std)."""
+
+    name = "clip"
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 32):
+        import torch
+        from transformers import AutoConfig, AutoTokenizer, CLIPModel, SiglipModel
+
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise ValueError(f"clip_model_dir: no config.json in {path} (expected a local CLIP/SigLIP "
+                             "checkpoint directory; nothing is downloaded)")
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        kinds = {"clip": CLIPModel, "siglip": SiglipModel}
+        if cfg.model_type not in kinds:
+            raise ValueError(f"clip_model_dir {path}: model_type {cfg.model_type!r}; choose one of {list(kinds)}")
+        self.kind = cfg.model_type
+        self.model = kinds[cfg.model_type].from_pretrained(path, local_files_only=True).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.size = int(cfg.vision_config.image_size)
+        self.max_len = int(cfg.text_config.max_position_embeddings)
+        mean, std = (_CLIP_MEAN, _CLIP_STD) if self.kind == "clip" else ((0.5,) * 3, (0.5,) * 3)
+        pp = path / "preprocessor_config.json"
+        if pp.is_file():
+            meta = json.loads(pp.read_text())
+            mean, std = meta.get("image_mean", mean), meta.get("image_std", std)
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        self.device = device
+        self.batch_size = batch_size
+        self._torch = torch
+        self._cache: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _pixels(self, images: list[np.ndarray]):
+        S = self.size
+        out = []
+        for im in images:
+            h, w = im.shape[:2]
+            if self.kind == "clip":          # shortest side to S, centre crop (CLIP's recipe)
+                s = S / min(h, w)
+                im = cv2.resize(im, (max(S, round(w * s)), max(S, round(h * s))), interpolation=cv2.INTER_CUBIC)
+                y0, x0 = (im.shape[0] - S) // 2, (im.shape[1] - S) // 2
+                im = im[y0:y0 + S, x0:x0 + S]
+            else:                            # SigLIP: squash to S x S
+                im = cv2.resize(im, (S, S), interpolation=cv2.INTER_CUBIC)
+            out.append((im.astype(np.float32) / 255.0 - self.mean) / self.std)
+        return self._torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(self.device)
+
+    @staticmethod
+    def _embeds(out):
+        t = out if hasattr(out, "shape") else out.pooler_output
+        return t / t.norm(dim=-1, keepdim=True)
+
+    def image_embeddings(self, snap: BankSnapshot) -> np.ndarray:
+        """(N, D) unit image embeddings, computed once per keyframe id."""
+        with self._lock:
+            todo = [k for k in snap.keyframes if k.keyframe_id not in self._cache]
+            with self._torch.no_grad():
+                for i in range(0, len(todo), self.batch_size):
+                    chunk = todo[i:i + self.batch_size]
+                    e = self._embeds(self.model.get_image_features(pixel_values=self._pixels([k.color for k in chunk])))
+                    for k, row in zip(chunk, e.float().cpu().numpy()):
+                        self._cache[k.keyframe_id] = row
+            live = {k.keyframe_id for k in snap.keyframes}
+            for kid in [k for k in self._cache if k not in live]:
+                del self._cache[kid]
+            return np.stack([self._cache[k.keyframe_id] for k in snap.keyframes]) if snap.keyframes else np.zeros((0, 1))
+
+    def text_embedding(self, text: str) -> np.ndarray:
+        padding = "max_length" if self.kind == "siglip" else True
+        tok = self.tokenizer([text], padding=padding, truncation=True, max_length=self.max_len, return_tensors="pt")
+        with self._torch.no_grad():
+            e = self._embeds(self.model.get_text_features(input_ids=tok["input_ids"].to(self.device)))
+        return e[0].float().cpu().numpy()
+
+    def relevance(self, query: "SceneQuery", targets: Targets, snap: BankSnapshot) -> np.ndarray:
+        text = query.text.strip() or " ".join(targets.phrases)
+        if len(snap) == 0 or not text:
+            return np.zeros(len(snap))
+        sim = self.image_embeddings(snap) @ self.text_embedding(text)
+        lo, hi = float(sim.min()), float(sim.max())
+        return (sim - lo) / (hi - lo) if hi > lo else np.zeros(len(snap))
