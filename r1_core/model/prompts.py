@@ -32,7 +32,7 @@ INSTRUCTIONS = {
     "qa": "Question: {text}",
     "reasoning": "Question: {text}",
     "dense_caption": "Describe each object in the scene with its location.",
-    "object_caption": "Describe the object at {box}.",
+    "object_caption": "Describe the object {target}.",
     "dialogue": "{text}",
     "planning": "Plan the steps to: {text}",
 }
@@ -64,13 +64,20 @@ def view_section(view_slots: list[int]) -> list[PromptPiece]:
     return out
 
 
-def user_text(query: SceneQuery) -> str:
-    template = INSTRUCTIONS[query.task]
-    box = format_box(query.target_box) if query.target_box is not None else ""
-    return template.format(text=query.text.strip(), box=box)
+def user_text(query: SceneQuery, target_ref: int | None = None) -> str:
+    """The task instruction. An object_caption target is named by the proposal it matches
+    (`<ref>k</ref>`, which the model can attend to) or, failing that, by its box literal."""
+    if query.target_box is None:
+        target = ""
+    elif target_ref is not None:
+        target = f"{REF_OPEN}{target_ref}{REF_CLOSE}"
+    else:
+        target = "at " + format_box(query.target_box)
+    return INSTRUCTIONS[query.task].format(text=query.text.strip(), target=target)
 
 
-def chat_messages(query: SceneQuery, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+def chat_messages(query: SceneQuery, system_prompt: str = SYSTEM_PROMPT,
+                  target_ref: int | None = None) -> list[dict]:
     """System, the dialogue history (if any), then the user turn with the placeholders."""
     msgs = [{"role": "system", "content": system_prompt}]
     if query.history and len(query.history) % 2 != 0:
@@ -79,16 +86,16 @@ def chat_messages(query: SceneQuery, system_prompt: str = SYSTEM_PROMPT) -> list
     for i, turn in enumerate(query.history):
         msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": turn})
     first = f"{SCENE_PLACEHOLDER}{VIEWS_PLACEHOLDER}\n" if not query.history else ""
-    msgs.append({"role": "user", "content": first + user_text(query)})
+    msgs.append({"role": "user", "content": first + user_text(query, target_ref)})
     if query.history:  # the scene goes at the start of the first user turn
         msgs[1]["content"] = f"{SCENE_PLACEHOLDER}{VIEWS_PLACEHOLDER}\n" + msgs[1]["content"]
     return msgs
 
 
 def build_prompt(query: SceneQuery, num_objects: int, view_slots: list[int], tokenizer,
-                 system_prompt: str = SYSTEM_PROMPT) -> list[PromptPiece]:
+                 system_prompt: str = SYSTEM_PROMPT, target_ref: int | None = None) -> list[PromptPiece]:
     """The prompt as pieces: chat-template text with the scene and view sections spliced in."""
-    text = tokenizer.apply_chat_template(chat_messages(query, system_prompt), tokenize=False,
+    text = tokenizer.apply_chat_template(chat_messages(query, system_prompt, target_ref), tokenize=False,
                                          add_generation_prompt=True)
     parts = re.split(f"({re.escape(SCENE_PLACEHOLDER)}|{re.escape(VIEWS_PLACEHOLDER)})", text)
     pieces: list[PromptPiece] = []

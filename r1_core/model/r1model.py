@@ -197,8 +197,10 @@ class R1Model(nn.Module):
 
     # ---- prompt layout ----------------------------------------------------------------
     def prepare(self, scene: SceneEncoding, views: list[ViewInput], query: SceneQuery,
-                target: str | None = None) -> PreparedSample:
-        """Tokenise the prompt (and the training target) and record the embedding slots."""
+                target: str | list[int] | None = None) -> PreparedSample:
+        """Tokenise the prompt (and the training target: text, or the exact token ids of a
+        sampled completion, which GRPO scores without re-tokenising) and record the embedding
+        slots."""
         view_tokens, view_images, grid, pose = self._view_inputs(views)
         tok = self.tokenizer
         if self.backbone.has_vision:
@@ -206,7 +208,8 @@ class R1Model(nn.Module):
             view_slots = [c + 1 for c in counts]                 # image tokens + the pose token
         else:
             view_slots = [self.cfg.views.tokens_per_view + 1] * len(views)
-        pieces = build_prompt(query, len(scene.token_inputs), view_slots, tok, self.cfg.system_prompt)
+        pieces = build_prompt(query, len(scene.token_inputs), view_slots, tok, self.cfg.system_prompt,
+                              target_ref=self.target_ref(scene, query))
         ids: list[int] = []
         slots: list[tuple[int, str, int, int]] = []
         img_pad = tok.convert_tokens_to_ids(IMAGE_PAD) if self.backbone.has_vision else None
@@ -228,12 +231,24 @@ class R1Model(nn.Module):
         prompt_len = len(ids)
         labels = [-100] * prompt_len
         if target is not None:
-            tgt = tok(target, add_special_tokens=False)["input_ids"] + [self.eos_id]
+            tgt = (list(target) if not isinstance(target, str)
+                   else tok(target, add_special_tokens=False)["input_ids"] + [self.eos_id])
             ids += tgt
             labels += tgt
         if len(ids) > self.cfg.max_length:
             raise ValueError(f"sample of {len(ids)} tokens exceeds max_length {self.cfg.max_length}")
         return PreparedSample(ids, labels, slots, scene, view_tokens, view_images, grid, pose, prompt_len)
+
+    @staticmethod
+    def target_ref(scene: SceneEncoding, query: SceneQuery, min_iou: float = 0.25) -> int | None:
+        """The proposal an object_caption target box matches best (IoU >= min_iou), if any."""
+        if query.target_box is None or len(scene.boxes) == 0:
+            return None
+        from r1_core.geometry.boxes import box_iou_3d
+
+        iou = np.asarray(box_iou_3d(np.asarray(query.target_box, np.float32)[None], scene.boxes))[0]
+        k = int(iou.argmax())
+        return k if iou[k] >= min_iou else None
 
     def _slot_embeddings(self, s: PreparedSample, kind: str, index: int, length: int) -> torch.Tensor:
         if kind == "scene":
