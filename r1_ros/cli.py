@@ -15,6 +15,7 @@ import sys
 # Modules that add subcommands. Each defines register(subparsers: argparse._SubParsersAction).
 COMMAND_MODULES = [
     "r1_ros.doctor",
+    "r1_core.data.cli",
 ]
 
 

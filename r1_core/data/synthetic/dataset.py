@@ -1,0 +1,100 @@
+"""A complete synthetic training set in the real datasets' on-disk layout (DatasetLayout).
+
+    stats = write_dataset("data/synth", train_scenes=100, val_scenes=20, seed=0)
+    samples = load_task_samples("data/synth", "train")       # the same readers as real data
+
+Per scene: ScanNet-preprocessed arrays, the ground-truth room (`synthetic/<scene>.json`) and
+annotations in every format (ScanRefer, Nr3D csv + LL3DA json, ScanQA, SQA3D, 3D-LLM dialogue
+and planning); then Scene-30K CoT from the template engine. Deterministic by seed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from r1_core.data import formats as F
+from r1_core.data.scene import save_scannet_scene, write_split
+from r1_core.data.synthetic.language import LanguageConfig, SceneAnnotations, annotate_scene
+from r1_core.data.synthetic.world import SynthConfig, SynthRoom, generate_room
+from r1_core.data.tasks import DatasetLayout
+
+
+@dataclass
+class DatasetStats:
+    scenes: dict[str, list[str]] = field(default_factory=dict)
+    records: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    cot: dict[str, tuple[int, int]] = field(default_factory=dict)   # split → (kept, rejected)
+
+
+def scene_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def write_scene(layout: DatasetLayout, room: SynthRoom, cfg: SynthConfig, lang: LanguageConfig, split: str,
+                rng: np.random.Generator) -> SceneAnnotations:
+    scene = room.to_scene(cfg)
+    save_scannet_scene(scene, layout.scannet_dir)
+    room.save_json(layout.root / "synthetic" / f"{room.scene_id}.json")
+    return annotate_scene(scene, room, rng, lang, split)
+
+
+def write_annotations(layout: DatasetLayout, split: str, anns: list[SceneAnnotations], scene_ids: list[str]) -> dict[str, int]:
+    cat = SceneAnnotations()
+    for a in anns:
+        for k in ("scanrefer", "nr3d", "scanqa", "sqa3d", "dialogue", "planning"):
+            getattr(cat, k).extend(getattr(a, k))
+    write_split(layout.split_file(split), scene_ids)
+    F.write_scanrefer(cat.scanrefer, layout.path("scanrefer", split))
+    write_split(layout.path("scanrefer", split).with_suffix(".txt"), sorted({r.scene_id for r in cat.scanrefer}))
+    F.write_nr3d_json(F.nr3d_to_refer(cat.nr3d), layout.path("nr3d", split))
+    write_split(layout.path("nr3d", split).with_suffix(".txt"), sorted({r.scan_id for r in cat.nr3d}))
+    F.write_scanqa(cat.scanqa, layout.path("scanqa", split))
+    F.write_sqa3d(cat.sqa3d, layout.path("sqa3d", split), layout.path("sqa3d_annotations", split), split)
+    F.write_3dllm(cat.dialogue, layout.path("3dllm_dialogue", split))
+    F.write_3dllm(cat.planning, layout.path("3dllm_planning", split))
+    return {"scanrefer": len(cat.scanrefer), "nr3d": len(cat.nr3d), "scanqa": len(cat.scanqa), "sqa3d": len(cat.sqa3d),
+            "3dllm_dialogue": len(cat.dialogue), "3dllm_planning": len(cat.planning)}
+
+
+def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int = 20, seed: int = 0,
+                  cfg: SynthConfig | None = None, lang: LanguageConfig | None = None, cot: bool = True,
+                  progress: bool = True) -> DatasetStats:
+    """Generate and write the whole dataset; returns counts and timing."""
+    from tqdm import tqdm
+
+    cfg, lang = cfg or SynthConfig(), lang or LanguageConfig()
+    if train_scenes < 1 or val_scenes < 0:
+        raise ValueError(f"need train_scenes >= 1 and val_scenes >= 0, got {train_scenes}, {val_scenes}")
+    layout = DatasetLayout(Path(out))
+    t0 = time.perf_counter()
+    stats = DatasetStats()
+    nr3d_all: list[F.Nr3dRecord] = []
+    index = 0
+    for split, n in (("train", train_scenes), ("val", val_scenes)):
+        anns, ids = [], []
+        for _ in tqdm(range(n), desc=f"synth {split}", disable=not progress, unit="scene"):
+            sid = f"synth{index:04d}_00"
+            s = scene_seed(seed, index)
+            room = generate_room(cfg, seed=s, scene_id=sid)
+            anns.append(write_scene(layout, room, cfg, lang, split, np.random.default_rng(s)))
+            ids.append(sid)
+            index += 1
+        stats.scenes[split] = ids
+        for k, v in write_annotations(layout, split, anns, ids).items():
+            stats.records[f"{split}/{k}"] = v
+        nr3d_all += [r for a in anns for r in a.nr3d]
+    F.write_nr3d_csv(nr3d_all, layout.path("nr3d_csv", "train"))
+    if cot:
+        from r1_core.data.cot import CotConfig, CotEngine
+
+        engine = CotEngine(CotConfig(backend="template", seed=seed), layout)
+        for split in ("train", "val"):
+            if stats.scenes.get(split):
+                st = engine.run(split, progress=progress)
+                stats.cot[split] = (st.kept, st.rejected)
+    stats.seconds = time.perf_counter() - t0
+    return stats
