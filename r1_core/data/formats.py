@@ -416,9 +416,9 @@ def write_sqa3d(records: Iterable[SQA3DRecord], questions_path: str | Path, anno
     anns = []
     for r in records:
         a: dict[str, Any] = {
-            "answer_type": r.answer_type or "other",
+            "answer_type": r.answer_type,
             "answers": [{"answer": t, "answer_confidence": "yes", "answer_id": k + 1} for k, t in enumerate(r.answers)],
-            "question_id": int(r.question_id), "question_type": r.question_type or "other", "scene_id": r.scene_id,
+            "question_id": int(r.question_id), "question_type": r.question_type, "scene_id": r.scene_id,
         }
         if r.position is not None:
             a["position"] = dict(zip("xyz", map(float, r.position)))
