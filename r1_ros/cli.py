@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = [
     "r1_ros.doctor",
     "r1_core.data.cli",
+    "r1_core.eval.viz_cli",
 ]
 
 

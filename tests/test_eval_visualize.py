@@ -244,3 +244,54 @@ def test_bad_inputs_are_named(tmp_path, floor):
         log_rrd(tmp_path / "x.rrd", floor, keyframes=[Keyframe(np.zeros((4, 4)), K, T_CAM)])
     with pytest.raises(ValueError, match="width/height"):
         VisualizeConfig(width=8)
+
+
+def test_zbuffer_chunking_changes_nothing():
+    from r1_core.eval.visualize import _zbuffer
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    u, v = rng.integers(-5, 70, n), rng.integers(-5, 50, n)
+    d, r = rng.uniform(0.5, 5, n), rng.integers(0, 4, n)
+    pix_a, pt_a = _zbuffer(u, v, d, r, 64, 48)
+    pix_b, pt_b = _zbuffer(u, v, d, r, 64, 48, chunk=37)
+    np.testing.assert_array_equal(pix_a, pix_b)
+    np.testing.assert_array_equal(pt_a, pt_b)
+
+
+def test_viz_cli_synthetic_and_scannet(tmp_path):
+    import json
+
+    from r1_core.data.scene import save_scannet_scene
+    from r1_core.data.synthetic.world import SynthConfig, generate_room
+    from r1_core.eval.viz_cli import main
+
+    pred = tmp_path / "answer.json"
+    pred.write_text(json.dumps({"boxes": [[1.0, 1.0, 0.5, 0.6, 0.6, 1.0, 0.2]], "labels": ["chair"],
+                                "question": "Where is the chair?", "reasoning": "<think>...</think>",
+                                "answer": "by the bed"}))
+    out = tmp_path / "syn"
+    assert main(["--synthetic-seed", "3", "--frames", "6", "--keyframes", "1", "--pred", str(pred), "--out", str(out)]) == 0
+    assert Image.open(out / "topdown.png").size == (VisualizeConfig().width, VisualizeConfig().height)
+    assert Image.open(out / "view.png").size == (640, 480)
+    ents = rrd_entities(out / "scene.rrd")
+    assert {"/world/cloud", "/world/boxes/gt", "/world/boxes/pred", "/world/keyframes/kf_0", "/reasoning"} <= set(ents)
+
+    scene = generate_room(SynthConfig(), seed=5).to_scene()
+    save_scannet_scene(scene, tmp_path / "scannet")
+    poses = np.stack([look_at([0.5, 0.5 + 0.1 * i, 1.5], [3.0, 3.0, 0.5]) for i in range(4)])
+    np.save(tmp_path / "poses.npy", poses)
+    obj = next(o.object_id for o in scene.objects if o.label not in ("wall", "floor", "ceiling"))
+    out2 = tmp_path / "scn"
+    assert main(["--scannet-root", str(tmp_path / "scannet"), "--scene-id", scene.scene_id, "--objects", str(obj),
+                 "--poses", str(tmp_path / "poses.npy"), "--intrinsics", "300,300,159.5,119.5,320,240",
+                 "--out", str(out2)]) == 0
+    assert Image.open(out2 / "view.png").size == (320, 240)
+    assert "/world/boxes/pred" not in rrd_entities(out2 / "scene.rrd")
+    with pytest.raises(ValueError, match="no object"):
+        main(["--scannet-root", str(tmp_path / "scannet"), "--scene-id", scene.scene_id, "--objects", "999",
+              "--out", str(out2)])
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"labels": []}')
+    with pytest.raises(ValueError, match="'boxes'"):
+        main(["--synthetic-seed", "3", "--pred", str(bad), "--out", str(out2)])

@@ -21,7 +21,8 @@ with labels, one colour each) and `reasoning` (TextDocument, Markdown).
 
 PNG renders use matplotlib's Agg canvas at exactly width x height pixels, so a pixel of the
 returned array is a pixel of the PNG: the cloud is z-buffered and splatted with numpy
-(nearest point wins per pixel, square splats whose size follows depth), then box edges are
+(nearest point wins per pixel, square splats whose size follows depth and, by default, the
+cloud's own point spacing), then box edges are
 drawn (ground truth solid, predictions dashed with corner dots, labelled). Why numpy and not
 open3d's renderer: open3d's offscreen renderer needs an EGL/GL context that headless CI
 machines lack, and it cannot put pixels exactly where the pinhole model says; the splatter
@@ -50,8 +51,9 @@ class VisualizeConfig:
     height: int = 720                     # PNG height in pixels (top-down render)
     max_points: int = 400_000             # cloud points kept (random subsample, seeded) per output
     seed: int = 0
-    point_size_m: float = 0.02            # splat footprint of one point in the renders, metres
-    max_splat_px: int = 4                 # cap on the splat half-size in pixels
+    point_size_m: float | None = None     # splat footprint of a point in the renders, metres;
+                                          # None: 2 x the cloud's point spacing (point_spacing)
+    max_splat_px: int = 6                 # cap on the splat half-size in pixels
     point_radius_m: float = 0.008         # point radius in the rerun recording
     line_width_px: float = 2.0
     gt_color: tuple[int, int, int] = (30, 190, 60)
@@ -70,7 +72,7 @@ class VisualizeConfig:
             raise ValueError(f"width/height: expected >= 16 pixels, got {self.width}x{self.height}")
         if self.max_points < 1:
             raise ValueError(f"max_points: expected >= 1, got {self.max_points}")
-        if self.point_size_m <= 0 or self.point_radius_m <= 0 or self.line_width_px <= 0:
+        if (self.point_size_m is not None and self.point_size_m <= 0) or self.point_radius_m <= 0 or self.line_width_px <= 0:
             raise ValueError("point_size_m, point_radius_m and line_width_px must be > 0, got "
                              f"{self.point_size_m}, {self.point_radius_m}, {self.line_width_px}")
         if not 0 <= self.max_splat_px <= 16:
@@ -150,6 +152,28 @@ def _camera(K: Any, T: Any) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- projection + splatting
 
+def point_spacing(xyz: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
+    """The cloud's typical point spacing in metres: the median distance to the 4th-nearest
+    neighbour over a random sample. On a regular grid of pitch a that is a; on randomly
+    sampled surfaces (density rho) about 1.13 / sqrt(rho), where square splats of 2x that
+    cover ~99 % of the surface (the nearest-neighbour distance would leave holes)."""
+    from scipy.spatial import cKDTree
+
+    if len(xyz) < 2:
+        return 0.02
+    rng = np.random.default_rng(seed)
+    q = xyz[rng.choice(len(xyz), min(sample, len(xyz)), replace=False)]
+    k = min(5, len(xyz))
+    d, _ = cKDTree(xyz).query(q, k=k)
+    return float(np.median(d[:, k - 1]))
+
+
+def _point_size(c: np.ndarray, cfg: VisualizeConfig) -> float:
+    if cfg.point_size_m is not None:
+        return cfg.point_size_m
+    return max(2.0 * point_spacing(c[:, :3], seed=cfg.seed), 1e-3)
+
+
 def project_points(xyz: np.ndarray, K: Any, T_map_optical: Any) -> tuple[np.ndarray, np.ndarray]:
     """Map-frame points (N, 3) -> pixel coordinates (N, 2) (u column, v row) and depth z (N,)
     in the camera's optical frame; points with z <= 0 get NaN pixels."""
@@ -164,29 +188,35 @@ def project_points(xyz: np.ndarray, K: Any, T_map_optical: Any) -> tuple[np.ndar
 
 
 def _zbuffer(u: np.ndarray, v: np.ndarray, depth: np.ndarray, radius: np.ndarray,
-             width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+             width: int, height: int, chunk: int = 2_000_000) -> tuple[np.ndarray, np.ndarray]:
     """Square splats of half-size radius[i] around integer pixels (u, v); per pixel the
-    smallest depth wins. Returns (flat pixel indices, winning point index)."""
-    pix_all, pt_all, d_all = [], [], []
+    smallest depth wins. Returns (flat pixel indices, winning point index). Candidates are
+    processed in chunks of about `chunk` (pixel, point) pairs to bound memory."""
+    zbuf = np.full(width * height, np.inf)
+    owner = np.full(width * height, -1, dtype=np.int64)
     for r in np.unique(radius):
-        sel = np.nonzero(radius == r)[0]
+        sel_all = np.nonzero(radius == r)[0]
         offs = np.arange(-r, r + 1)
-        du, dv = np.meshgrid(offs, offs)
-        uu = (u[sel, None] + du.ravel()[None]).ravel()
-        vv = (v[sel, None] + dv.ravel()[None]).ravel()
-        idx = np.repeat(sel, du.size)
-        ok = (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height)
-        pix_all.append(vv[ok] * width + uu[ok])
-        pt_all.append(idx[ok])
-        d_all.append(depth[idx[ok]])
-    if not pix_all:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pix, pt, d = np.concatenate(pix_all), np.concatenate(pt_all), np.concatenate(d_all)
-    order = np.lexsort((d, pix))          # by pixel, then nearest first
-    pix, pt = pix[order], pt[order]
-    first = np.ones(len(pix), dtype=bool)
-    first[1:] = pix[1:] != pix[:-1]
-    return pix[first], pt[first]
+        du, dv = (a.ravel() for a in np.meshgrid(offs, offs))
+        step = max(1, chunk // du.size)
+        for s0 in range(0, len(sel_all), step):
+            sel = sel_all[s0:s0 + step]
+            uu = (u[sel, None] + du[None]).ravel()
+            vv = (v[sel, None] + dv[None]).ravel()
+            idx = np.repeat(sel, du.size)
+            ok = (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height)
+            pix, pt = vv[ok] * width + uu[ok], idx[ok]
+            d = depth[pt]
+            order = np.lexsort((d, pix))          # by pixel, then nearest first
+            pix, pt, d = pix[order], pt[order], d[order]
+            first = np.ones(len(pix), dtype=bool)
+            first[1:] = pix[1:] != pix[:-1]
+            pix, pt, d = pix[first], pt[first], d[first]
+            better = d < zbuf[pix]                # pixels are unique here: plain assignment is safe
+            zbuf[pix[better]] = d[better]
+            owner[pix[better]] = pt[better]
+    hit = np.nonzero(owner >= 0)[0]
+    return hit, owner[hit]
 
 
 def splat_view(cloud: Any, K: Any, T_map_optical: Any, width: int, height: int,
@@ -202,7 +232,8 @@ def splat_view(cloud: Any, K: Any, T_map_optical: Any, width: int, height: int,
     ui = np.rint(uv[ok, 0]).astype(np.int64)
     vi = np.rint(uv[ok, 1]).astype(np.int64)
     zz = z[ok]
-    rad = np.clip(np.rint(K[0, 0] * cfg.point_size_m / (2 * zz)), 0, cfg.max_splat_px).astype(np.int64)
+    size = _point_size(c, cfg)
+    rad = np.clip(np.rint(K[0, 0] * size / (2 * zz)), 0, cfg.max_splat_px).astype(np.int64)
     pix, pt = _zbuffer(ui, vi, zz, rad, width, height)
     img = np.empty((height * width, 3), np.uint8)
     img[:] = cfg.background
@@ -251,7 +282,7 @@ def splat_topdown(cloud: Any, grid: TopDownGrid, cfg: VisualizeConfig | None = N
     if cfg.topdown_z_max is not None:
         c = c[c[:, 2] <= cfg.topdown_z_max]
     uv = grid.to_pixel(c[:, :2])
-    r = int(min(cfg.max_splat_px, max(0, round(cfg.point_size_m / grid.resolution / 2))))
+    r = int(min(cfg.max_splat_px, max(0, round(_point_size(c, cfg) / grid.resolution / 2))))
     pix, pt = _zbuffer(np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64),
                        -c[:, 2], np.full(len(c), r, np.int64), grid.width, grid.height)
     img = np.empty((grid.height * grid.width, 3), np.uint8)
