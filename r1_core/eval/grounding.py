@@ -11,9 +11,9 @@ of `r1_core.geometry.boxes`. A sample is a hit at threshold k when IoU >= k (Sca
 convention: an IoU of exactly 0.25 counts at 0.25). Acc@k = hits / samples.
 
 ScanRefer breakdown: "unique" when the target is the only object of its class in the scene,
-"multiple" otherwise; classes are ScanRefer's 18 (the 17 named ScanNet benchmark classes of
-`SCANREFER_CLASSES` plus "others" for every other NYU40 class — two different "others"
-objects count as the same class). ScanRefer decides this over the objects its annotations
+"multiple" otherwise; classes are ScanRefer's 18 (r1_core.data.classes.SCANREFER_CLASSES:
+17 named ScanNet benchmark classes plus "others" for every other NYU40 class — two
+different "others" objects count as the same class). ScanRefer decides this over the objects its annotations
 refer to in that scene; `scanrefer_unique_lookup` rebuilds that table from the records.
 
 Nr3D breakdown (ReferIt3D's evaluation code): "hard" when the scene holds more than 2
@@ -35,16 +35,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from r1_core.data.classes import scanrefer_class as _scanrefer_class_of_nyu40
 from r1_core.geometry.boxes import box_iou_3d_aligned
 
 DEFAULT_THRESHOLDS = (0.25, 0.5)
 
-# ScanRefer's 17 named classes by NYU40 id; every other id is "others".
-SCANREFER_CLASSES = {
-    3: "cabinet", 4: "bed", 5: "chair", 6: "sofa", 7: "table", 8: "door", 9: "window",
-    10: "bookshelf", 11: "picture", 12: "counter", 14: "desk", 16: "curtain",
-    24: "refrigerator", 28: "shower curtain", 33: "toilet", 34: "sink", 36: "bathtub",
-}
 NR3D_VIEW_DEPENDENT_WORDS = frozenset(
     {"front", "behind", "back", "left", "right", "facing", "leftmost", "rightmost", "looking", "across"}
 )
@@ -54,7 +49,7 @@ def scanrefer_class(nyu40_id: int) -> str:
     """ScanRefer's class of an object from its NYU40 id (one of 17 names, else "others")."""
     if isinstance(nyu40_id, bool) or not isinstance(nyu40_id, (int, np.integer)) or not 0 <= nyu40_id <= 40:
         raise ValueError(f"nyu40_id: expected an integer 0..40, got {nyu40_id!r}")
-    return SCANREFER_CLASSES.get(int(nyu40_id), "others")
+    return _scanrefer_class_of_nyu40(int(nyu40_id))   # the data layer's class map
 
 
 def scanrefer_is_unique(target_class: str, scene_classes: Sequence[str]) -> bool:
