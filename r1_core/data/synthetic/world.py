@@ -518,8 +518,10 @@ def _place(spec, e, rng, L: _Layout, objs):
         if not cands:
             return None
         s = cands[int(rng.integers(len(cands)))]
-        top = int(np.argmax((s.parts_hi[:, 0] - s.parts_lo[:, 0]) * (s.parts_hi[:, 1] - s.parts_lo[:, 1])
-                            + 1e-3 * s.parts_hi[:, 2] - 10.0 * ((s.parts_hi[:, 2] - s.parts_lo[:, 2]) > 0.5)))
+        # the support surface: the highest part among those with a large top (mattress, seat, desk top)
+        area = (s.parts_hi[:, 0] - s.parts_lo[:, 0]) * (s.parts_hi[:, 1] - s.parts_lo[:, 1])
+        big = area >= 0.5 * area.max()
+        top = int(np.argmax(np.where(big, s.parts_hi[:, 2], -np.inf)))
         tlo, thi = s.parts_lo[top], s.parts_hi[top]
         k = int(rng.integers(4)) if spec.label != "tv" else _WALL_QUARTER_TURNS[s.wall if s.wall is not None else 3]
         lo, hi = _rotate_parts(parts, k)
