@@ -30,7 +30,6 @@ is a few vectorised lines and exact.
 """
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
