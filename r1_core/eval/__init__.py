@@ -5,7 +5,8 @@ reports, and visualisation (rerun recordings, PNG renders).
 
 Modules: captions (BLEU/METEOR/ROUGE-L/CIDEr via pycocoevalcap), qa (EM, EM-R, SQA3D),
 grounding (Acc@kIoU, ScanRefer/Nr3D splits), dense_caption (Scan2Cap m@kIoU), report
-(results JSON + Markdown tables), visualize (rerun .rrd, PNG renders), config (MetricsConfig).
+(results JSON + Markdown tables), visualize (rerun .rrd, PNG renders), viz_cli (`r1 viz`),
+config (MetricsConfig).
 Each module documents its definitions; import the visualiser explicitly (it pulls in
 matplotlib and rerun).
 """

@@ -7,6 +7,7 @@
     render_topdown(cloud, pred_boxes=pred, gt_boxes=gt, path="out/topdown.png")
     render_view(cloud, K, T_map_optical, 640, 480, pred_boxes=pred, gt_boxes=gt, path="out/view.png")
     # open the recording with the rerun viewer: `rerun out/scene.rrd`
+    # from the shell, for a whole scene: `r1 viz --synthetic-seed 3 --out out/viz` (viz_cli.py)
 
 Inputs follow docs/conventions.md: a cloud is (N, 6) float xyz (map frame, metres) + rgb
 0..255; boxes are (K, 7) (cx, cy, cz, dx, dy, dz, yaw); camera poses are 4x4 T_map_optical
