@@ -44,7 +44,8 @@ from r1_core.data.vocab import NOUNS, plural
 from r1_core.model.answer import AnswerFormatError, format_box, format_response, parse_response
 
 BACKENDS = ("template", "transformers", "openai")
-STEP_CUE_RE = re.compile(r"\b(step\s*\d+|first|firstly|second|secondly|third|next|then|afterwards?|finally|lastly)\b", re.I)
+# a step cue opens a sentence ("Next, …"), so "next to the bed" inside a step is not one
+STEP_CUE_RE = re.compile(r"(?:^|(?<=[.!?;:])\s+)(step\s*\d+|first|firstly|second|secondly|third|next|then|afterwards?|finally|lastly)\b", re.I)
 _STOP = set("the a an of in on to is are was were what which where who how many much does do did there this that "
             "it its and or for with from at by be as room scene object objects can you me my i".split())
 
@@ -136,7 +137,7 @@ def check_cot(text: str, question: str, answers: list[str], boxes: np.ndarray | 
     if len(cues) < cfg.min_step_cues:
         reasons.append(f"insufficient_steps: {len(cues)} step cues < {cfg.min_step_cues}")
     if cfg.final_step_mentions_question:
-        final = think[cues[-1].start():] if cues else think
+        final = think[cues[-1].start(1):] if cues else think
         qwords = {_stem(w) for w in words(question) if len(w) >= 3 and w.lower() not in _STOP}
         if qwords and not (qwords & {_stem(w) for w in words(final)}):
             reasons.append("final_step_no_question_ref: the last step mentions nothing the question asks about")
@@ -188,14 +189,14 @@ def _describe_objects(g: SceneGraph, ids: list[int], limit: int = 6) -> str:
 
 
 def _question_nouns(g: SceneGraph, question: str) -> list[str]:
+    """Class labels mentioned in the text, in order of first mention."""
     q = question.lower()
-    labels = {n.label for n in g.nodes.values()}
-    found = []
-    for lab in sorted(labels | set(NOUNS), key=len, reverse=True):
-        for s in NOUNS.get(lab, (lab,)):
-            if re.search(rf"\b{re.escape(s)}", q) and lab not in found:
-                found.append(lab)
-    return found
+    hits = []
+    for lab in set(NOUNS) | {n.label for n in g.nodes.values()}:
+        pos = [m.start() for s in NOUNS.get(lab, (lab,)) for m in [re.search(rf"\b{re.escape(s)}", q)] if m]
+        if pos:
+            hits.append((min(pos), -len(lab), lab))
+    return [lab for _, _, lab in sorted(hits)]
 
 
 class TemplateBackend:
@@ -258,8 +259,8 @@ class TemplateBackend:
         ans = s.answers[0]
         q = s.question.lower()
         nouns = _question_nouns(g, s.question)
-        topic = nouns[0] if nouns else None
         ids = [i for i in s.object_ids if i in g.nodes]
+        topic = g.nodes[ids[0]].label if ids else (nouns[0] if nouns else None)
         topic_word = _noun_used(topic, s.question) if topic else (words(s.question)[-1] if words(s.question) else "question")
         steps = [f"First, the question asks about the {topic_word}." if topic else f"First, I read the question: {s.question.strip()}"]
         if ids:
