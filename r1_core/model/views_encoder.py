@@ -42,6 +42,7 @@ class ViewInput:
     T_map_optical: np.ndarray        # (4, 4) camera pose (docs/conventions.md)
     depth: np.ndarray | None = None  # (H, W) float32 metres (0 / NaN invalid), optional
     keyframe_id: int = -1
+    K: np.ndarray | None = None      # (3, 3) intrinsics at this image's resolution, optional
 
     def __post_init__(self):
         c = np.asarray(self.color)

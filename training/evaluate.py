@@ -1,0 +1,164 @@
+"""Evaluation: run a checkpoint over a split, then score the predictions with the benchmarks'
+metric definitions (r1_core.eval).
+
+    r1 eval --checkpoint runs/nano/grpo/final --pack data/nano_pack --out runs/nano/eval
+    # or in two halves (e.g. predict on a GPU machine without Java, score where METEOR runs):
+    r1 eval predict --checkpoint … --pack … --out preds.jsonl
+    r1 eval score preds.jsonl --out runs/nano/eval --name "R1-nano (SFT+GRPO)"
+
+Benchmarks scored from a pack's validation examples (their original annotation files):
+  scanrefer        grounding Acc@0.25 / Acc@0.5 (overall, unique, multiple), predicted box =
+                   the first box of the answer, none = a miss
+  scanqa           EM / EM-R and BLEU / METEOR / ROUGE-L / CIDEr of the answer text
+  3dllm_dialogue   caption metrics of the answer text
+  3dllm_planning   caption metrics of the answer text
+  scan2cap         dense captioning m@0.25 / m@0.5: every proposal of a scene is captioned
+                   (object_caption request for its box; the scene's uniform views) and each
+                   annotated object is scored against the caption of its best-overlapping
+                   proposal (ScanRefer descriptions are the references)
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from r1_core.data.classes import STRUCTURE_NYU40_IDS
+from r1_core.eval.grounding import scanrefer_class, scanrefer_is_unique
+from r1_core.model.answer import AnswerFormatError, parse_response, resolve_refs
+from r1_core.model.generate import GenerationSettings, generate
+from r1_core.model.r1model import R1Model
+from r1_core.query import SceneQuery
+from training.data import TrainExample, TrainingPack
+
+TASK_BENCHMARK = {"grounding": "scanrefer", "qa": "scanqa", "dialogue": "3dllm_dialogue",
+                  "planning": "3dllm_planning"}
+
+
+def _record(ex: TrainExample | None, raw: str, boxes_props: np.ndarray, finish: str, **extra) -> dict:
+    rec = {"raw": raw, "finish": finish, "answer": "", "reasoning": "", "boxes": [], "well_formed": False,
+           "error": ""}
+    try:
+        parsed = parse_response(resolve_refs(raw, boxes_props))
+        rec.update(answer=parsed.answer_plain, reasoning=parsed.reasoning, boxes=parsed.boxes.tolist(), well_formed=True)
+    except AnswerFormatError as e:
+        rec["error"] = str(e)
+    if ex is not None:
+        rec.update(task=ex.task, scene_id=ex.scene_id, question=ex.text, references=ex.answers,
+                   gt_boxes=ex.gt_boxes, source=ex.meta.get("source", ""), object_ids=ex.object_ids)
+    rec.update(extra)
+    return rec
+
+
+@torch.no_grad()
+def predict(model: R1Model, pack: TrainingPack, split: str = "val", views: str = "dynamic", num_views: int = 4,
+            batch_size: int = 16, max_new_tokens: int = 160, tasks: tuple[str, ...] = tuple(TASK_BENCHMARK),
+            dense_caption: bool = True, limit: int = 0, progress: bool = True) -> list[dict]:
+    """Greedy answers for the split's examples (+ dense captions per scene)."""
+    model.eval()
+    examples = [e for e in pack.examples(split) if e.task in tasks]
+    if limit:
+        examples = examples[:limit]
+    encodings = {sid: model.encode_scene(pack.scene(sid).points)
+                 for sid in tqdm(sorted({e.scene_id for e in examples}), desc="encode", disable=not progress)}
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    out: list[dict] = []
+
+    def run(jobs: list[tuple]) -> list:
+        samples = [model.prepare(encodings[sid], v, q) for sid, v, q in jobs]
+        return generate(model, model.collate(samples, for_generation=True), settings)
+
+    scene_classes = {sid: [scanrefer_class(o.nyu40_id) for o in pack.scene(sid).objects
+                           if o.nyu40_id not in STRUCTURE_NYU40_IDS] for sid in encodings}
+    for i in tqdm(range(0, len(examples), batch_size), desc=f"predict {split}", disable=not progress):
+        chunk = examples[i:i + batch_size]
+        jobs = [(e.scene_id, pack.views(e, views, num_views) if views != "none" else [], e.query()) for e in chunk]
+        for e, res in zip(chunk, run(jobs)):
+            extra = {}
+            if e.task == "grounding" and e.object_ids:
+                obj = pack.scene(e.scene_id).object(e.object_ids[0])
+                extra["unique"] = scanrefer_is_unique(scanrefer_class(obj.nyu40_id), scene_classes[e.scene_id])
+            out.append(_record(e, res.text, encodings[e.scene_id].boxes, res.finish_reason, **extra))
+    if dense_caption:
+        by_scene = defaultdict(list)
+        for e in examples:
+            by_scene[e.scene_id].append(e)
+        for sid in tqdm(sorted(encodings), desc="dense captions", disable=not progress):
+            enc = encodings[sid]
+            first = by_scene[sid][0]
+            v = pack.views(first, "uniform", num_views) if views != "none" else []
+            jobs = [(sid, v, SceneQuery("object_caption", target_box=b)) for b in enc.boxes]
+            caps = []
+            for j in range(0, len(jobs), batch_size):
+                caps += run(jobs[j:j + batch_size])
+            out.append({"task": "scan2cap", "scene_id": sid, "pred_boxes": enc.boxes.tolist(),
+                        "captions": [_record(None, c.text, enc.boxes, c.finish_reason)["answer"] for c in caps]})
+    return out
+
+
+def score(predictions: list[dict]) -> dict[str, dict[str, float]]:
+    """Benchmark metrics of a prediction list (see module docstring). Needs pycocoevalcap and
+    Java (METEOR), so it runs where those are — not necessarily where `predict` ran."""
+    from r1_core.eval.captions import CaptionScorer
+
+    by_task = defaultdict(list)
+    for p in predictions:
+        by_task[p["task"]].append(p)
+    with CaptionScorer() as scorer:
+        return _score(by_task, scorer)
+
+
+def _score(by_task: dict[str, list[dict]], scorer) -> dict[str, dict[str, float]]:
+    from r1_core.eval.captions import caption_metrics
+    from r1_core.eval.dense_caption import dense_caption_metrics
+    from r1_core.eval.grounding import scanrefer_metrics
+    from r1_core.eval.qa import scanqa_metrics
+
+    results: dict[str, dict[str, float]] = {}
+    g = by_task.get("grounding", [])
+    if g:
+        preds = [p["boxes"][0] if p["boxes"] else None for p in g]
+        gts = np.array([p["gt_boxes"][0] for p in g], np.float64)
+        results["scanrefer"] = scanrefer_metrics(preds, gts, [bool(p.get("unique", False)) for p in g])
+        results["scanrefer"]["well_formed"] = float(np.mean([p["well_formed"] for p in g]))
+    for task in ("qa", "dialogue", "planning"):
+        ps = [p for p in by_task.get(task, []) if p["references"]]
+        if not ps:
+            continue
+        preds = {i: p["answer"] for i, p in enumerate(ps)}
+        refs = {i: p["references"] for i, p in enumerate(ps)}
+        bench = TASK_BENCHMARK[task]
+        results[bench] = scanqa_metrics(preds, refs, scorer=scorer) if task == "qa" else caption_metrics(preds, refs, scorer=scorer)
+        results[bench]["well_formed"] = float(np.mean([p["well_formed"] for p in ps]))
+    dense = by_task.get("scan2cap", [])
+    if dense:
+        gt: dict[str, tuple[list, list[list[str]]]] = {}
+        for p in g:   # the grounding descriptions are the Scan2Cap references
+            boxes, caps = gt.setdefault(p["scene_id"], ([], []))
+            key = tuple(np.round(p["gt_boxes"][0], 4))
+            keys = [tuple(np.round(b, 4)) for b in boxes]
+            if key in keys:
+                caps[keys.index(key)].append(p["question"])
+            else:
+                boxes.append(p["gt_boxes"][0])
+                caps.append([p["question"]])
+        preds = {d["scene_id"]: (np.array(d["pred_boxes"]), d["captions"]) for d in dense if d["scene_id"] in gt}
+        gt_arr = {sid: (np.array(b), c) for sid, (b, c) in gt.items() if sid in preds}
+        if gt_arr:
+            results["scan2cap"] = dense_caption_metrics(preds, gt_arr, scorer=scorer)
+    return results
+
+
+def write_predictions(preds: list[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(p) + "\n" for p in preds))
+    return path
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,207 @@
+"""`r1 train pack`: turn a ScanNet-format dataset into a training pack (see training/data.py).
+
+    r1 train pack --data data/synth --out data/nano_pack [--detector runs/nano/detector]
+
+Per scene: the cloud subsampled to `points` (seeded), its walk-through keyframes (rendered from
+the synthetic room when `<data>/synthetic/<scene>.json` exists; real ScanNet frames are not
+supported by this builder yet) filtered by the same KeyframeBank the robot uses and stored at
+`view_width`, and for every example the views each selector picks (dynamic, uniform, random;
+k = `num_views`). Dynamic selection needs the scene's object proposals: from a pre-trained
+detector (`--detector`, what the robot would have) or, without one, ground-truth-derived
+proposals (for bootstrapping; the pack records which).
+
+Training examples come from the Scene-30K CoT file of the split (each record trains the task it
+was made from: grounding, qa, dialogue, planning, …) plus object captions from ScanRefer
+descriptions; validation examples come from the split's original annotation files (ScanRefer,
+ScanQA, 3D-LLM) with their reference answers, so evaluation scores against the benchmark
+references, not against our own CoT.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from r1_core.config import config_to_dict, format_config
+from r1_core.data.classes import STRUCTURE_NYU40_IDS
+from r1_core.data.scene import Scene, load_scannet_scene
+from r1_core.data.synthetic.render import RenderConfig, make_renderer, walkthrough_poses
+from r1_core.data.synthetic.world import SynthRoom
+from r1_core.data.tasks import DatasetLayout, TaskSample, load_task_samples
+from r1_core.model.answer import format_box, format_response
+from r1_core.model.encoder import EncoderConfig, PointEncoder
+from r1_core.model.r1model import SceneEncoding
+from r1_core.views.bank import BankConfig, KeyframeBank
+from r1_core.views.evaluate import gt_proposals
+from r1_core.views.select import SelectorConfig, make_selector
+from training.data import VIEW_STRATEGIES, TrainExample, example_from_sample
+
+TRAIN_SOURCES = ("scene30k",)
+VAL_SOURCES = ("scanrefer", "scanqa", "3dllm_dialogue", "3dllm_planning")
+
+
+@dataclass
+class PackConfig:
+    points: int = 20000              # cloud points kept per scene
+    frames: int = 150                # walk-through frames offered to the keyframe bank
+    view_width: int = 128            # stored keyframe width (aspect kept)
+    num_views: int = 4
+    seed: int = 0
+    caption_per_scene: int = 12      # object-caption training examples per scene (0 = none)
+    bank: BankConfig = field(default_factory=lambda: BankConfig(max_keyframes=24, min_new_fraction=0.05))
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+    render: RenderConfig = field(default_factory=lambda: RenderConfig(noise=True))
+
+
+def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> KeyframeBank:
+    room_file = layout.root / "synthetic" / f"{scene_id}.json"
+    if not room_file.is_file():
+        raise FileNotFoundError(f"{room_file}: no synthetic room to render keyframes from (real ScanNet frame "
+                                f"import is not supported by `r1 train pack` yet)")
+    room = SynthRoom.load_json(room_file)
+    renderer = make_renderer(room, cfg.render)
+    rng = np.random.default_rng(cfg.seed)
+    bank = KeyframeBank(cfg.bank)
+    for i, T in enumerate(walkthrough_poses(room, cfg.render, n_frames=cfg.frames, seed=cfg.seed)):
+        view = renderer.render(T, rng=rng)
+        bank.offer(view.color, view.depth, renderer.K, T, stamp=i / cfg.render.fps)
+    return bank
+
+
+def _caption_examples(scene: Scene, descriptions: list[TaskSample], n: int, rng: np.random.Generator) -> list[TaskSample]:
+    by_obj: dict[int, list[TaskSample]] = {}
+    for s in descriptions:
+        by_obj.setdefault(s.object_ids[0], []).append(s)
+    ids = sorted(by_obj)
+    rng.shuffle(ids)
+    out = []
+    for oid in ids[:n]:
+        s = by_obj[oid][int(rng.integers(len(by_obj[oid])))]
+        obj = scene.object(oid)
+        colour = f"{obj.color} " if obj.color else ""
+        think = (f"First, the object at {format_box(obj.box)} is asked about. Next, it is a {colour}{obj.label}. "
+                 f"Finally, I describe the {obj.label} and where it is.")
+        out.append(TaskSample("object_caption", s.scene_id, "", s.answers, s.boxes, s.object_ids,
+                              cot=format_response(think, s.answers[0]), meta=dict(s.meta)))
+    return out
+
+
+def _proposals(scene: Scene, encoder: PointEncoder | None, rng) -> SceneEncoding:
+    if encoder is None:
+        return gt_proposals(scene, jitter=0.05, rng=rng)
+    with torch.no_grad():
+        pts, _ = encoder.prepare(torch.from_numpy(scene.points))
+        out = encoder(pts[None])
+    return SceneEncoding(out.token_inputs[0], out.boxes[0].numpy(), out.scores[0].numpy(), out.labels[0].numpy(),
+                         num_points=len(scene.points))
+
+
+def _pack_scene(job: tuple) -> tuple[str, list[str], np.ndarray]:
+    """Pack one scene (runs in a worker process): write its npz, return its example lines."""
+    root, out, sid, cfg, samples, captions, encoder_state, encoder_cfg, seed = job
+    torch.set_num_threads(1)
+    layout = DatasetLayout(Path(root))
+    rng = np.random.default_rng(seed)
+    encoder = None
+    if encoder_state is not None:
+        encoder = PointEncoder(encoder_cfg).eval()
+        encoder.load_state_dict(encoder_state)
+    scene = load_scannet_scene(layout.scannet_dir, sid)
+    pick = np.sort(rng.permutation(len(scene.points))[: cfg.points])
+    bank = _keyframes(layout, sid, cfg)
+    kfs = bank.keyframes()
+    if not kfs:
+        raise RuntimeError(f"{sid}: the keyframe bank kept no keyframe")
+    h = int(round(kfs[0].color.shape[0] * cfg.view_width / kfs[0].color.shape[1]))
+    sx, sy = cfg.view_width / kfs[0].color.shape[1], h / kfs[0].color.shape[0]
+    K_view = np.diag([sx, sy, 1.0]) @ kfs[0].K
+    np.savez_compressed(
+        Path(out) / "scenes" / f"{sid}.npz",
+        xyz=scene.points[pick, :3].astype(np.float32),
+        rgb=scene.points[pick, 3:6].round().clip(0, 255).astype(np.uint8),
+        instance=scene.instance_labels[pick], semantic=scene.semantic_labels[pick],
+        boxes=np.array([[*o.box[:6], o.nyu40_id, o.object_id] for o in scene.objects], np.float32),
+        kf_color=np.stack([cv2.resize(k.color, (cfg.view_width, h), interpolation=cv2.INTER_AREA) for k in kfs]),
+        kf_depth=np.stack([cv2.resize(k.depth_m, (cfg.view_width, h), interpolation=cv2.INTER_NEAREST)
+                           for k in kfs]).astype(np.float16),
+        kf_pose=np.stack([k.T_map_optical for k in kfs]).astype(np.float32),
+    )
+    index = {k.keyframe_id: i for i, k in enumerate(kfs)}
+    props = _proposals(scene, encoder, rng)
+    selectors = {m: make_selector(bank, dataclasses.replace(cfg.selector, method=m)) for m in VIEW_STRATEGIES}
+    lines = []
+    for s in samples + _caption_examples(scene, captions, cfg.caption_per_scene, rng):
+        if s.task == "dense_caption":
+            continue
+        try:
+            ex = example_from_sample(s)
+        except ValueError:
+            continue   # e.g. a QA record without answers: nothing to train or score
+        q = ex.query()
+        ex.views = {m: [index[v.keyframe_id] for v in sel.select_views(q, props, cfg.num_views)]
+                    for m, sel in selectors.items()}
+        lines.append(ex.to_json())
+    return sid, lines, K_view
+
+
+def build_pack(data: str | Path, out: str | Path, cfg: PackConfig, splits=("train", "val"),
+               encoder_cfg: EncoderConfig | None = None, detector: str | Path | None = None,
+               workers: int = 1, progress: bool = True) -> dict:
+    """Write a training pack (scenes packed in `workers` processes); returns counts per split."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from training.detector import load_pretrained_encoder
+
+    layout = DatasetLayout(Path(data))
+    out = Path(out)
+    (out / "scenes").mkdir(parents=True, exist_ok=True)
+    print(format_config(cfg))
+    encoder_state = None
+    encoder_cfg = encoder_cfg or EncoderConfig()
+    if detector is not None:
+        encoder = PointEncoder(encoder_cfg)
+        load_pretrained_encoder(encoder, detector)
+        encoder_state = encoder.state_dict()
+    meta = {"source": str(Path(data).resolve()), "config": config_to_dict(cfg), "splits": {},
+            "proposals": "detector" if detector is not None else "ground-truth (jittered)",
+            "detector": str(detector) if detector else None, "counts": {}}
+    K_view = None
+    for split in splits:
+        scene_ids = layout.scene_ids(split)
+        meta["splits"][split] = scene_ids
+        if split == "train":
+            samples = load_task_samples(layout, split, sources=[s for s in TRAIN_SOURCES if layout.path(s, split).is_file()])
+            for s in samples:      # Scene-30K records train the task they were made from
+                s.task = s.meta.get("task", s.task)
+            captions = load_task_samples(layout, split, sources=["scanrefer"], refer_task="object_caption")
+        else:
+            samples = load_task_samples(layout, split, sources=[s for s in VAL_SOURCES if layout.path(s, split).is_file()])
+            captions = []
+        jobs = [(str(layout.root), str(out), sid, cfg, [s for s in samples if s.scene_id == sid],
+                 [s for s in captions if s.scene_id == sid], encoder_state, encoder_cfg, cfg.seed * 100003 + i)
+                for i, sid in enumerate(scene_ids)]
+        results = {}
+        bar = tqdm(total=len(jobs), desc=f"pack {split}", disable=not progress)
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for sid, lines, K_view in pool.map(_pack_scene, jobs):
+                    results[sid] = lines
+                    bar.update(1)
+        else:
+            for job in jobs:
+                sid, lines, K_view = _pack_scene(job)
+                results[sid] = lines
+                bar.update(1)
+        bar.close()
+        lines = [ln for sid in scene_ids for ln in results[sid]]
+        (out / f"examples_{split}.jsonl").write_text("\n".join(lines) + "\n")
+        meta["counts"][split] = {"scenes": len(scene_ids), "examples": len(lines)}
+    meta["view_K"] = K_view.tolist()
+    (out / "pack.json").write_text(json.dumps(meta, indent=1))
+    return meta["counts"]

@@ -1,0 +1,79 @@
+"""Training recipes: one YAML per recipe (config/train/*.yaml) with a section per stage.
+
+    recipe = load_recipe("config/train/nano.yaml", overrides={"sft.steps": 10})
+    recipe.model / recipe.detector / recipe.sft / recipe.grpo
+
+The resolved recipe is printed at the start of every stage and saved next to its outputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from r1_core.config import load_config
+from r1_core.model.r1model import ModelConfig
+from training.common import OptimConfig
+from training.detector import DetectorTrainConfig
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 1000
+    batch_size: int = 8              # per device
+    grad_accum: int = 1
+    seed: int = 0
+    views: str = "dynamic"           # dynamic | uniform | random | none
+    num_views: int = 4
+    tasks: tuple[str, ...] = ()      # empty: all tasks in the pack
+    min_ref_iou: float = 0.25        # target box -> proposal match needed to keep an example
+    mixed_precision: str = "no"      # no | bf16 | fp16 (accelerate)
+    log_every: int = 10
+    save_every: int = 0              # 0: only at the end
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=30))
+
+    def __post_init__(self):
+        if self.views not in ("dynamic", "uniform", "random", "none"):
+            raise ValueError(f"sft.views: unknown strategy {self.views!r}; choose one of dynamic, uniform, random, none")
+        if self.batch_size <= 0 or self.grad_accum <= 0 or self.steps <= 0:
+            raise ValueError("sft.steps, sft.batch_size and sft.grad_accum must be > 0")
+
+
+@dataclass
+class GRPOConfig:
+    steps: int = 200
+    prompts_per_step: int = 8        # per device
+    group_size: int = 8              # G completions per prompt
+    num_iterations: int = 1          # policy updates per batch of samples (μ)
+    micro_batch: int = 16            # completions per forward/backward chunk
+    seed: int = 0
+    views: str = "dynamic"
+    num_views: int = 4
+    tasks: tuple[str, ...] = ("grounding", "qa", "object_caption", "dense_caption", "reasoning")
+    min_ref_iou: float = 0.25
+    max_new_tokens: int = 160
+    temperature: float = 1.0
+    top_p: float = 1.0
+    clip_eps: float = 0.2
+    beta: float = 0.04               # KL weight
+    loss_type: str = "grpo"
+    reward_weights: dict = field(default_factory=lambda: {"format": 1.0, "perception": 1.0, "semantic": 1.0})
+    mixed_precision: str = "no"
+    log_every: int = 5
+    save_every: int = 0
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=5))
+
+    def __post_init__(self):
+        if self.group_size < 2:
+            raise ValueError(f"grpo.group_size must be >= 2 (advantages are group-normalised), got {self.group_size}")
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+
+
+def load_recipe(path: str | Path | None, overrides: dict | None = None) -> Recipe:
+    return load_config(Recipe, path, overrides=overrides)
