@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "r1_ros.doctor",
     "r1_core.data.cli",
     "r1_core.eval.viz_cli",
+    "training.cli",
 ]
 
 

@@ -1,0 +1,183 @@
+"""`r1 train …` and `r1 eval`: the training stages and the benchmark evaluation.
+
+    r1 train detector --recipe config/train/nano.yaml --data data/synth --out runs/nano/detector
+    r1 train pack     --recipe config/train/nano.yaml --data data/synth --detector runs/nano/detector --out runs/nano/pack
+    r1 train sft      --recipe config/train/nano.yaml --pack runs/nano/pack --detector runs/nano/detector --out runs/nano/sft
+    r1 train grpo     --recipe config/train/nano.yaml --pack runs/nano/pack --init runs/nano/sft/final --out runs/nano/grpo
+    r1 train all      --recipe config/train/nano.yaml --data data/synth --out runs/nano   # all of the above
+    r1 eval --checkpoint runs/nano/grpo/final --pack runs/nano/pack --out runs/nano/eval/grpo --name "R1-nano"
+    r1 eval --predictions runs/nano/eval/grpo/predictions.jsonl --out runs/nano/eval/grpo --name "R1-nano"
+
+`--set key=value` overrides any recipe field (dotted, YAML-typed), e.g. `--set sft.steps=50`.
+Multi-GPU: `accelerate launch --config_file config/accelerate/<cfg>.yaml -m r1_ros.cli train sft …`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def _recipe(args):
+    from training.recipe import load_recipe
+
+    return load_recipe(args.recipe, overrides=_overrides(args.set))
+
+
+def _detector(args) -> int:
+    from r1_core.data.scene import load_scannet_scene
+    from r1_core.data.tasks import DatasetLayout
+    from training.detector import train_detector
+
+    r = _recipe(args)
+    layout = DatasetLayout(Path(args.data))
+    load = lambda split: [load_scannet_scene(layout.scannet_dir, s) for s in layout.scene_ids(split)]  # noqa: E731
+    _, metrics = train_detector(r.model.encoder, r.detector, lambda: load("train"), load("val"), args.out,
+                                device=_device(args.device))
+    print(json.dumps(metrics))
+    return 0
+
+
+def _pack(args) -> int:
+    from r1_core.config import load_config
+    from training.pack import PackConfig, build_pack
+
+    r = _recipe(args)
+    cfg = load_config(PackConfig, args.pack_config, section="pack") if args.pack_config else PackConfig(points=max(r.model.encoder.num_points, 16384))
+    counts = build_pack(args.data, args.out, cfg, encoder_cfg=r.model.encoder, detector=args.detector, workers=args.workers)
+    print(json.dumps(counts))
+    return 0
+
+
+def _sft(args) -> int:
+    from training.data import TrainingPack
+    from training.sft import train_sft
+
+    print(json.dumps(train_sft(_recipe(args), TrainingPack(args.pack), args.out, detector=args.detector, init=args.init)))
+    return 0
+
+
+def _grpo(args) -> int:
+    from training.data import TrainingPack
+    from training.grpo import train_grpo
+
+    summary = train_grpo(_recipe(args), TrainingPack(args.pack), args.out, init=args.init)
+    print(json.dumps({k: v for k, v in summary.items() if k != "reward_history"}))
+    return 0
+
+
+def _all(args) -> int:
+    out = Path(args.out)
+    base = dict(recipe=args.recipe, set=args.set, device=args.device)
+    ns = argparse.Namespace
+    _detector(ns(**base, data=args.data, out=out / "detector"))
+    _pack(ns(**base, data=args.data, out=out / "pack", detector=out / "detector", pack_config=args.pack_config,
+             workers=args.workers))
+    _sft(ns(**base, pack=out / "pack", out=out / "sft", detector=out / "detector", init=None))
+    _grpo(ns(**base, pack=out / "pack", out=out / "grpo", init=out / "sft" / "final"))
+    return 0
+
+
+def _eval(args) -> int:
+    from r1_core.eval.report import save_report
+    from training.evaluate import predict, read_predictions, score, write_predictions
+
+    out = Path(args.out)
+    if args.predictions:
+        preds = read_predictions(args.predictions)
+    else:
+        if not (args.checkpoint and args.pack):
+            raise SystemExit("r1 eval: give --checkpoint and --pack (or --predictions to score saved predictions)")
+        from r1_core.model.checkpoint import load_checkpoint
+        from training.data import TrainingPack
+
+        model, _ = load_checkpoint(args.checkpoint, device=_device(args.device),
+                                   overrides={"dtype": args.dtype} if args.dtype else None)
+        preds = predict(model, TrainingPack(args.pack), split=args.split, views=args.views,
+                        num_views=args.num_views, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        limit=args.limit, dense_caption=not args.no_dense_caption)
+        write_predictions(preds, out / "predictions.jsonl")
+        print(f"wrote {len(preds)} predictions to {out / 'predictions.jsonl'}")
+    if args.no_score:
+        return 0
+    results = score(preds)
+    pj, pm = save_report(out, {args.name: results}, meta={"checkpoint": args.checkpoint, "views": args.views})
+    print(pm.read_text())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="training stages: detector, pack, sft, grpo, all")
+    ts = t.add_subparsers(dest="stage", metavar="STAGE", required=True)
+
+    def common(p, data=False):
+        p.add_argument("--recipe", required=True, help="training recipe YAML (config/train/*.yaml)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+        p.add_argument("--out", required=True, help="output directory")
+        p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+        if data:
+            p.add_argument("--data", required=True, help="ScanNet-format dataset root (r1 data synth writes one)")
+
+    p = ts.add_parser("detector", help="stage 0: pre-train the encoder's proposal detector")
+    common(p, data=True)
+    p.set_defaults(func=_detector)
+    p = ts.add_parser("pack", help="build a training pack (clouds, keyframes, view selections, CoT targets)")
+    common(p, data=True)
+    p.add_argument("--detector", help="stage-0 output: select views with its proposals (else ground truth)")
+    p.add_argument("--pack-config", help="YAML with a `pack` section (training.pack.PackConfig)")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_pack)
+    p = ts.add_parser("sft", help="stage 1: SFT cold start")
+    common(p)
+    p.add_argument("--pack", required=True)
+    p.add_argument("--detector", help="stage-0 output to initialise the encoder")
+    p.add_argument("--init", help="start from an r1 checkpoint instead")
+    p.set_defaults(func=_sft)
+    p = ts.add_parser("grpo", help="stage 2: GRPO from an SFT checkpoint")
+    common(p)
+    p.add_argument("--pack", required=True)
+    p.add_argument("--init", required=True, help="the SFT checkpoint (also the KL reference)")
+    p.set_defaults(func=_grpo)
+    p = ts.add_parser("all", help="detector, pack, sft and grpo in sequence under --out")
+    common(p, data=True)
+    p.add_argument("--pack-config")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_all)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a pack's split; paper-style tables")
+    e.add_argument("--checkpoint")
+    e.add_argument("--pack")
+    e.add_argument("--predictions", help="score saved predictions instead of running a model")
+    e.add_argument("--out", required=True)
+    e.add_argument("--name", default="r1", help="row name in the results table")
+    e.add_argument("--split", default="val")
+    e.add_argument("--views", default="dynamic", choices=["dynamic", "uniform", "random", "none"])
+    e.add_argument("--num-views", type=int, default=4)
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-new-tokens", type=int, default=160)
+    e.add_argument("--limit", type=int, default=0, help="only the first N examples (0 = all)")
+    e.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    e.add_argument("--dtype", help="override the checkpoint's dtype, e.g. bfloat16")
+    e.add_argument("--no-dense-caption", action="store_true")
+    e.add_argument("--no-score", action="store_true", help="write predictions only")
+    e.set_defaults(func=_eval)
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
