@@ -25,14 +25,17 @@ Snapshots are immutable and cached until the bank changes.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass, field
 import cv2
 import numpy as np
+from scipy import sparse
 
 from r1_core.data.rgbd import backproject
 
 EVICTIONS = ("most_redundant", "oldest")
+_KEYFRAME_IDS = itertools.count()     # keyframe ids are unique within the process (across banks)
 
 
 @dataclass
@@ -105,8 +108,9 @@ class BankSnapshot:
     live: np.ndarray                    # (V,) bool: seen by some keyframe
     flat_ids: np.ndarray                # (sum M_i,) int32 voxel ids of all keyframes, concatenated
     flat_kf: np.ndarray                 # (sum M_i,) int32 keyframe index of each entry
-    x_order: np.ndarray                 # live voxel ids sorted by x (for box queries)
-    x_sorted: np.ndarray                # their x coordinates
+    grid_order: np.ndarray              # live voxel ids sorted by their 2D grid cell (box queries)
+    grid_keys: np.ndarray               # their cell keys cx * GRID_NY + cy, sorted
+    membership: sparse.csr_matrix       # (N, V) 1 where keyframe i sees voxel v
     voxel_size: float = 0.05
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -126,24 +130,58 @@ class BankSnapshot:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
         if boxes.shape[0] == 0:
             return []
-        # candidates: the live voxels in each box's x-slab (x_sorted index), then the exact test
-        half = 0.5 * np.hypot(boxes[:, 3], boxes[:, 4])          # bounds the x half-extent at any yaw
-        lo = np.searchsorted(self.x_sorted, boxes[:, 0] - half, side="left")
-        hi = np.searchsorted(self.x_sorted, boxes[:, 0] + half, side="right")
+        # candidates: live voxels in the grid cells the box's footprint touches, then the exact test
+        c, sn = np.abs(np.cos(boxes[:, 6])), np.abs(np.sin(boxes[:, 6]))
+        hx = 0.5 * (boxes[:, 3] * c + boxes[:, 4] * sn)
+        hy = 0.5 * (boxes[:, 3] * sn + boxes[:, 4] * c)
         out = []
-        for b, a, e in zip(boxes, lo, hi):
-            cand = self.x_order[a:e]
+        for b, ex, ey in zip(boxes, hx, hy):
+            spans = self._cell_spans(b[0] - ex, b[0] + ex, b[1] - ey, b[1] + ey)
+            if not spans:
+                out.append(np.zeros(0, np.int64))
+                continue
+            cand = np.concatenate(spans)
             out.append(np.sort(cand[points_in_boxes_np(self.centers[cand], b[None])[:, 0]]).astype(np.int64))
         return out
 
+    def voxels_near(self, boxes: np.ndarray, margin: float) -> np.ndarray:
+        """Live voxel ids (any height) in the grid cells that the boxes' footprints, grown by
+        `margin`, touch: the coarse region around objects (no exact test: cheap)."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
+        c, sn = np.abs(np.cos(boxes[:, 6])), np.abs(np.sin(boxes[:, 6]))
+        hx = 0.5 * (boxes[:, 3] * c + boxes[:, 4] * sn) + margin
+        hy = 0.5 * (boxes[:, 3] * sn + boxes[:, 4] * c) + margin
+        spans = []
+        for b, ex, ey in zip(boxes, hx, hy):
+            spans += self._cell_spans(b[0] - ex, b[0] + ex, b[1] - ey, b[1] + ey)
+        if not spans:
+            return np.zeros(0, np.int64)
+        mask = np.zeros(self.live.shape[0], bool)          # de-duplicate (cheaper than np.unique)
+        mask[np.concatenate(spans)] = True
+        return np.flatnonzero(mask)
+
+    def _cell_spans(self, x0: float, x1: float, y0: float, y1: float) -> list[np.ndarray]:
+        rows = np.arange(_cell(x0), _cell(x1) + 1, dtype=np.int64) * GRID_NY
+        a = np.searchsorted(self.grid_keys, rows + _cell(y0), side="left")
+        e = np.searchsorted(self.grid_keys, rows + _cell(y1), side="right")
+        return [self.grid_order[i:j] for i, j in zip(a, e) if j > i]
+
     def counts_in(self, voxel_ids: np.ndarray) -> np.ndarray:
-        """(N,) how many of `voxel_ids` each keyframe sees."""
-        mask = np.zeros(self.live.shape[0], bool)
-        mask[voxel_ids] = True
-        return np.bincount(self.flat_kf[mask[self.flat_ids]], minlength=len(self.keyframes))
+        """(N,) how many of `voxel_ids` (duplicates count once) each keyframe sees."""
+        mask = np.zeros(self.live.shape[0], np.float32)
+        mask[voxel_ids] = 1.0
+        return np.rint(self.membership @ mask).astype(np.int64)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+GRID_CELL_M = 0.5                # 2D cells of the snapshot's box-query index
+GRID_NY = 1 << 21                # cell key = cx * GRID_NY + cy (cy offset to be >= 0)
+
+
+def _cell(v: float | np.ndarray) -> np.ndarray:
+    return np.floor(np.asarray(v) / GRID_CELL_M).astype(np.int64) + (GRID_NY // 2)
+
+
 def points_in_boxes_np(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """bool (P, K): point p in box k (boundary included), the test of
     r1_core.geometry.boxes.points_in_boxes in plain numpy. Written here because selection calls
@@ -253,7 +291,6 @@ class KeyframeBank:
         self._count = np.zeros(0, np.int32)
         self._rgb_sum = np.zeros((0, 3), np.float64)
         self._nvox = 0
-        self._next_id = 0
         self._version = 0
         self._snapshot: BankSnapshot | None = None
         self.stats = {"offered": 0, "inserted": 0, "rejected_pose": 0, "rejected_coverage": 0,
@@ -319,13 +356,12 @@ class KeyframeBank:
                 return False
             ids = self._assign(keys, ids)
             order = np.argsort(ids, kind="stable")
-            kf = Keyframe(self._next_id, float(stamp), color_s, depth_s, K_s, T,
+            kf = Keyframe(next(_KEYFRAME_IDS), float(stamp), color_s, depth_s, K_s, T,
                           ids[order].astype(np.int32), np.round(rgb[order]).astype(np.uint8))
             if kf.nbytes >= cfg.max_bytes:
                 raise ValueError(f"one keyframe takes {kf.nbytes} bytes but bank.max_bytes is {cfg.max_bytes}; "
                                  f"raise max_bytes or lower store_width")
             self._insert(kf)
-            self._next_id += 1
             self.stats["inserted"] += 1
             while len(self._kfs) > cfg.max_keyframes or self.memory_bytes() > cfg.max_bytes:
                 self._evict()
@@ -352,13 +388,16 @@ class KeyframeBank:
             live = self._count[:n] > 0
             live_ids = np.nonzero(live)[0]
             centers = self._center[:n].copy()
-            order = np.argsort(centers[live_ids, 0], kind="stable")
+            cells = _cell(centers[live_ids, 0]) * GRID_NY + _cell(centers[live_ids, 1])
+            order = np.argsort(cells, kind="stable")
+            membership = sparse.csr_matrix((np.ones(flat_ids.size, np.float32), flat_ids.astype(np.int64),
+                                            np.concatenate([[0], np.cumsum(sizes)])), shape=(len(kfs), n))
             rgb = np.zeros((n, 3), np.float32)
             rgb[live] = (self._rgb_sum[:n][live] / self._count[:n][live, None]).astype(np.float32)
             self._snapshot = BankSnapshot(
                 version=self._version, keyframes=kfs, sizes=sizes, overlap=self._overlap.copy(),
                 centers=centers, voxel_rgb=rgb, live=live, flat_ids=flat_ids, flat_kf=flat_kf,
-                x_order=live_ids[order], x_sorted=centers[live_ids[order], 0].copy(),
+                grid_order=live_ids[order].astype(np.int64), grid_keys=cells[order], membership=membership,
                 voxel_size=self.cfg.voxel_size)
             return self._snapshot
 

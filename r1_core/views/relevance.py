@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,6 +53,7 @@ class Targets:
     weights: np.ndarray
     proposal_index: np.ndarray     # (R,) index into the SceneEncoding, -1 for a query target_box
     phrases: list[str]             # the phrase each box came from
+    voxels: list[np.ndarray] = field(default_factory=list)   # (R,) the bank voxels of each target object
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -73,10 +74,21 @@ def resolve_targets(query: "SceneQuery", scene: "SceneEncoding", snap: BankSnaps
     if not (labels.shape[0] == scores.shape[0] == boxes.shape[0]):
         raise ValueError(f"scene: boxes {boxes.shape}, scores {scores.shape} and labels {labels.shape} "
                          "must have one row per proposal")
+    vox_cache: dict[int, np.ndarray] = {}
+
+    def voxels(idx) -> list[np.ndarray]:
+        """Object voxels of proposals `idx`, computed once per request."""
+        todo = [int(i) for i in idx if int(i) not in vox_cache]
+        if todo:
+            vox_cache.update(zip(todo, _object_voxels(snap, boxes[todo])))
+        return [vox_cache[int(i)] for i in idx]
+
     out_b, out_w, out_i, out_p = [], [], [], []
     head_taken = False
     if query.task == "object_caption" and query.target_box is not None:
-        out_b.append(np.asarray(query.target_box, np.float64))
+        tb = np.asarray(query.target_box, np.float64)
+        vox_cache[-1] = _object_voxels(snap, tb[None])[0]
+        out_b.append(tb)
         out_w.append(1.0)
         out_i.append(-1)
         out_p.append("target_box")
@@ -89,7 +101,10 @@ def resolve_targets(query: "SceneQuery", scene: "SceneEncoding", snap: BankSnaps
             continue
         w = scores[cand].copy()
         if m.color is not None:
-            w *= cfg.color_floor + _color_fraction(snap, boxes[cand], COLOR_WORDS.index(m.color))
+            col = COLOR_WORDS.index(m.color)
+            frac = [float((color_indices(snap.voxel_rgb[v]) == col).mean()) if v.size else 0.0
+                    for v in voxels(cand)]
+            w *= cfg.color_floor + np.asarray(frac)
         w /= w.sum()
         if not head_taken and from_text:
             mw, head_taken = 1.0, True
@@ -101,12 +116,22 @@ def resolve_targets(query: "SceneQuery", scene: "SceneEncoding", snap: BankSnaps
             out_i.append(int(j))
             out_p.append(m.phrase)
     if not out_b:
-        return Targets(np.zeros((0, 7)), np.zeros(0), np.zeros(0, np.int64), [])
-    wts = np.asarray(out_w)
-    order = np.argsort(-wts, kind="stable")[: cfg.max_targets]    # the strongest targets only
-    wts = wts[order]
-    return Targets(np.stack(out_b)[order], wts / wts.sum(), np.asarray(out_i)[order],
-                   [out_p[i] for i in order])
+        return Targets(np.zeros((0, 7)), np.zeros(0), np.zeros(0, np.int64), [], [])
+    # merge repeated proposals (a class named twice), keep the strongest targets
+    merged: dict[int, int] = {}
+    keep_b, keep_w, keep_i, keep_p = [], [], [], []
+    for b, w_, i, p in zip(out_b, out_w, out_i, out_p):
+        if i >= 0 and i in merged:
+            keep_w[merged[i]] += w_
+            continue
+        merged[i] = len(keep_b)
+        keep_b.append(b); keep_w.append(w_); keep_i.append(i); keep_p.append(p)
+    wts = np.asarray(keep_w)
+    order = np.argsort(-wts, kind="stable")[: cfg.max_targets]
+    idx = np.asarray(keep_i)[order]
+    bx = np.stack(keep_b)[order]
+    vox = voxels(idx)
+    return Targets(bx, wts[order] / wts[order].sum(), idx, [keep_p[i] for i in order], vox)
 
 
 def _object_voxels(snap: BankSnapshot, boxes: np.ndarray) -> list[np.ndarray]:
@@ -116,15 +141,6 @@ def _object_voxels(snap: BankSnapshot, boxes: np.ndarray) -> list[np.ndarray]:
     for b, ids in zip(boxes, snap.voxels_in_boxes(boxes)):
         keep = snap.centers[ids, 2] > (b[2] - b[5] / 2) + 0.75 * snap.voxel_size
         out.append(ids[keep] if keep.any() else ids)
-    return out
-
-
-def _color_fraction(snap: BankSnapshot, boxes: np.ndarray, color: int) -> np.ndarray:
-    """(K,) fraction of each box's object voxels whose colour is `color` (0 without voxels)."""
-    out = np.zeros(len(boxes))
-    for k, ids in enumerate(_object_voxels(snap, boxes)):
-        if ids.size:
-            out[k] = float((color_indices(snap.voxel_rgb[ids]) == color).mean())
     return out
 
 
@@ -138,11 +154,11 @@ def box_surface_points(box: np.ndarray, n: int = 3) -> np.ndarray:
     return local @ R.T + box[:3]
 
 
-def target_points(snap: BankSnapshot, boxes: np.ndarray, max_points: int, min_points: int) -> list[np.ndarray]:
-    """Per target box the points that stand for its extent: its observed voxel centres
-    (evenly subsampled to `max_points`), or the box surface grid when fewer than `min_points`."""
+def target_points(snap: BankSnapshot, targets: Targets, max_points: int, min_points: int) -> list[np.ndarray]:
+    """Per target the points that stand for its extent: its observed voxel centres (evenly
+    subsampled to `max_points`), or the box surface grid when fewer than `min_points`."""
     out = []
-    for b, ids in zip(boxes, _object_voxels(snap, boxes)):
+    for b, ids in zip(targets.boxes, targets.voxels):
         if ids.size >= min_points:
             if ids.size > max_points:
                 ids = ids[np.linspace(0, ids.size - 1, max_points).round().astype(np.int64)]
@@ -153,43 +169,51 @@ def target_points(snap: BankSnapshot, boxes: np.ndarray, max_points: int, min_po
 
 
 def _projection_cache(snap: BankSnapshot) -> dict:
+    """Per-snapshot arrays for projecting into every keyframe at once (built at first use)."""
     c = snap._cache.get("proj")
     if c is None:
         kfs = snap.keyframes
-        Rt = np.stack([k.T_map_optical[:3, :3].T for k in kfs]) if kfs else np.zeros((0, 3, 3))
-        t = np.stack([-k.T_map_optical[:3, :3].T @ k.T_map_optical[:3, 3] for k in kfs]) if kfs else np.zeros((0, 3))
-        Ks = np.stack([k.K for k in kfs]) if kfs else np.zeros((0, 3, 3))
-        shapes = {k.depth_mm.shape for k in kfs}
-        stack = np.stack([k.depth_mm for k in kfs]) if len(shapes) == 1 else None
-        c = {"Rt": Rt, "t": t, "K": Ks, "depth": stack, "shapes": np.array([k.depth_mm.shape for k in kfs])}
+        N = len(kfs)
+        Rt = np.stack([k.T_map_optical[:3, :3].T for k in kfs]).astype(np.float32) if N else np.zeros((0, 3, 3), np.float32)
+        t = np.stack([-k.T_map_optical[:3, :3].T @ k.T_map_optical[:3, 3] for k in kfs]).astype(np.float32) \
+            if N else np.zeros((0, 3), np.float32)
+        Ks = np.stack([k.K for k in kfs]).astype(np.float32) if N else np.zeros((0, 3, 3), np.float32)
+        hw = np.array([k.depth_mm.shape for k in kfs], np.int64).reshape(-1, 2)
+        # all depth images in one flat array: one gather serves every keyframe
+        offs = np.concatenate([[0], np.cumsum(hw[:, 0] * hw[:, 1])]).astype(np.int64)
+        flat = np.concatenate([k.depth_mm.reshape(-1) for k in kfs]) if N else np.zeros(0, np.uint16)
+        c = {"Rt": Rt, "t": t, "K": Ks, "h": hw[:, 0:1].astype(np.float32), "w": hw[:, 1:2].astype(np.float32),
+             "wi": hw[:, 1:2], "offs": offs[:-1, None], "flat": flat}
         snap._cache["proj"] = c
     return c
 
 
-def visible_fraction(snap: BankSnapshot, points: np.ndarray, tol_m: float, min_depth_m: float) -> np.ndarray:
-    """(N,) fraction of `points` (M, 3) each keyframe sees: in its image, in front of the
-    camera, and not behind the keyframe's own depth there by more than `tol_m`."""
+def visible_points(snap: BankSnapshot, points: np.ndarray, tol_m: float, min_depth_m: float) -> np.ndarray:
+    """bool (N, M): keyframe n sees point m (M, 3): it projects into the image, in front of the
+    camera, and the keyframe's depth there is not in front of it by more than `tol_m`.
+    float32 arithmetic; the pixel is the nearest one (round half up)."""
     N, M = len(snap), points.shape[0]
     if N == 0 or M == 0:
-        return np.zeros(N)
+        return np.zeros((N, M), bool)
     c = _projection_cache(snap)
-    cam = np.einsum("nij,mj->nmi", c["Rt"], points) + c["t"][:, None, :]     # (N, M, 3)
-    z = cam[..., 2]
-    zs = np.where(z > min_depth_m, z, 1.0)
+    cam = np.matmul(c["Rt"], points.T.astype(np.float32)) + c["t"][:, :, None]     # (N, 3, M)
+    x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
+    inv = 1.0 / np.maximum(z, np.float32(min_depth_m))
     K = c["K"]
-    u = np.rint(K[:, None, 0, 0] * cam[..., 0] / zs + K[:, None, 0, 1] * cam[..., 1] / zs + K[:, None, 0, 2])
-    v = np.rint(K[:, None, 1, 1] * cam[..., 1] / zs + K[:, None, 1, 2])
-    h, w = c["shapes"][:, 0:1], c["shapes"][:, 1:2]
-    ok = (z > min_depth_m) & (u >= 0) & (v >= 0) & (u < w) & (v < h)
-    ui = np.where(ok, u, 0).astype(np.int64)
-    vi = np.where(ok, v, 0).astype(np.int64)
-    if c["depth"] is not None:
-        d = c["depth"][np.arange(N)[:, None], vi, ui]
-    else:
-        d = np.stack([snap.keyframes[n].depth_mm[vi[n], ui[n]] for n in range(N)])
-    d = d.astype(np.float64) * 1e-3
-    ok &= (d > 0) & (d >= z - tol_m)
-    return ok.mean(1)
+    uf = (K[:, 0, 0, None] * x + K[:, 0, 1, None] * y) * inv + K[:, 0, 2, None]
+    vf = K[:, 1, 1, None] * y * inv + K[:, 1, 2, None]
+    ok = (z > min_depth_m) & (uf >= -0.5) & (vf >= -0.5) & (uf < c["w"] - 0.5) & (vf < c["h"] - 0.5)
+    ui = (np.where(ok, uf, 0) + 0.5).astype(np.int64)
+    vi = (np.where(ok, vf, 0) + 0.5).astype(np.int64)
+    d = c["flat"][np.where(ok, c["offs"] + vi * c["wi"] + ui, 0)]
+    return ok & (d > 0) & (d >= (z - np.float32(tol_m)) * np.float32(1000.0))
+
+
+def visible_fraction(snap: BankSnapshot, points: np.ndarray, tol_m: float, min_depth_m: float) -> np.ndarray:
+    """(N,) fraction of `points` (M, 3) each keyframe sees (visible_points)."""
+    if points.shape[0] == 0:
+        return np.zeros(len(snap))
+    return visible_points(snap, points, tol_m, min_depth_m).mean(1)
 
 
 class RelevanceEncoder(Protocol):
@@ -210,9 +234,12 @@ class ProposalRelevance:
 
     def per_target(self, targets: Targets, snap: BankSnapshot) -> np.ndarray:
         """(N, R) visible fraction of each target in each keyframe."""
-        pts = target_points(snap, targets.boxes, self.cfg.max_points_per_target, self.cfg.min_points_per_target)
-        cols = [visible_fraction(snap, p, self.cfg.occlusion_tol_m, self.cfg.min_depth_m) for p in pts]
-        return np.stack(cols, 1) if cols else np.zeros((len(snap), 0))
+        if len(targets) == 0:
+            return np.zeros((len(snap), 0))
+        pts = target_points(snap, targets, self.cfg.max_points_per_target, self.cfg.min_points_per_target)
+        vis = visible_points(snap, np.concatenate(pts), self.cfg.occlusion_tol_m, self.cfg.min_depth_m)
+        starts = np.concatenate([[0], np.cumsum([len(p) for p in pts])[:-1]])
+        return np.add.reduceat(vis, starts, axis=1) / np.array([len(p) for p in pts])
 
     def relevance(self, query: "SceneQuery", targets: Targets, snap: BankSnapshot) -> np.ndarray:
         if len(targets) == 0:

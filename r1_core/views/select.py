@@ -18,8 +18,9 @@ with learnable non-negative weights (ViewScorerWeights), and picks k views greed
   clip_i      image-text similarity from a local CLIP/SigLIP (relevance.ClipRelevance), 0 when
               that encoder is not configured
   coverage_i  |V_i| / max_j |V_j|: how much of the scene the view sees (V_i = its map voxels)
-  region_i    how much of the request-relevant region (target boxes grown by region_margin_m)
-              the view sees, normalised by the best view
+  region_i    how much of the request-relevant region the view sees, normalised by the best
+              view; the region = the map voxels (any height) in the 0.5 m grid cells within
+              region_margin_m of the target boxes' footprints (BankSnapshot.voxels_near)
   redundancy  overlap with the views already chosen (S), recomputed after every pick
 
 The pick is argmax U_i(S) over unchosen views; ties go to the older keyframe, so selection is
@@ -91,7 +92,7 @@ class SelectorConfig:
     min_points_per_target: int = 4               # fewer observed voxels: use the box surface grid
     occlusion_tol_m: float = 0.1                 # depth tolerance of the visibility test
     min_depth_m: float = 0.1
-    region_margin_m: float = 0.75                # request region = target boxes grown by this
+    region_margin_m: float = 0.75                # request region: grid cells within this of the targets
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -213,7 +214,9 @@ def _to_view(kf: Keyframe) -> ViewInput:
 
 
 class _Selector:
-    def __init__(self, bank: KeyframeBank):
+    """Common ViewProvider plumbing; `bank` may be None when callers always pass a snapshot."""
+
+    def __init__(self, bank: KeyframeBank | None):
         self.bank = bank
 
     def select_indices(self, query: "SceneQuery", scene: "SceneEncoding", k: int,
@@ -261,9 +264,7 @@ class DynamicSelector(_Selector):
         if N:
             feats[:, 2] = snap.sizes / max(int(snap.sizes.max()), 1)
             if len(targets):
-                grown = targets.boxes.copy()
-                grown[:, 3:6] += 2 * self.cfg.region_margin_m
-                region = np.concatenate(snap.voxels_in_boxes(grown))
+                region = snap.voxels_near(targets.boxes, self.cfg.region_margin_m)
                 if region.size:
                     cnt = snap.counts_in(region).astype(np.float64)
                     feats[:, 3] = cnt / max(cnt.max(), 1.0)
@@ -272,8 +273,17 @@ class DynamicSelector(_Selector):
     def select_indices(self, query: "SceneQuery", scene: "SceneEncoding", k: int,
                        snap: BankSnapshot | None = None) -> list[int]:
         s = self.scores(query, scene, snap)
-        w = self.weights.weights().detach().numpy()
+        w = self._weights_np()
         return greedy_select(s.utility(w), s.redundancy, float(w[-1]), k)
+
+    def _weights_np(self) -> np.ndarray:
+        """The weights as numpy, recomputed only when the parameters changed (fitting)."""
+        key = (id(self.weights), self.weights.log_w._version)
+        if getattr(self, "_wkey", None) != key:
+            with torch.no_grad():
+                self._wnp = self.weights.weights().double().numpy().copy()
+            self._wkey = key
+        return self._wnp
 
 
 class UniformSelector(_Selector):
