@@ -170,6 +170,8 @@ class BoxRenderer(_Base):
         self.f_inst = np.concatenate([np.repeat(t.instance, 6), [0]]).astype(np.int32)
         corners = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], np.float64)
         self.corners = t.lo[:, None, :] + corners[None] * (t.hi - t.lo)[:, None, :]   # (B, 8, 3)
+        self.face_corners = np.stack([np.stack([self._face_poly(b, f) for f in range(6)]) for b in range(B)])  # (B, 6, 4, 3)
+        self.sentinel = 6 * B   # face id of "no surface"
 
     def _face_poly(self, b: int, f: int) -> np.ndarray:
         axis, side = divmod(f, 2)
@@ -233,24 +235,14 @@ class BoxRenderer(_Base):
             waiting[drawn] = -1
         return order
 
-    def _fill(self, img: np.ndarray, poly_world: np.ndarray, o: np.ndarray, R: np.ndarray, fid: int) -> None:
+    def _fill_clipped(self, img: np.ndarray, p: np.ndarray, fid: int) -> None:
+        """A polygon (optical frame) that crosses the near plane: clip, project, fill."""
         c = self.cfg
-        p = (poly_world - o) @ R
-        if (p[:, 2] < c.near).any():
-            if (p[:, 2] < c.near).all():
-                return
-            p = _clip_near(p, c.near)
-            if len(p) < 3:
-                return
+        p = _clip_near(p, c.near)
+        if len(p) < 3:
+            return
         uv = np.stack([p[:, 0] / p[:, 2] * c.fx + c.cx, p[:, 1] / p[:, 2] * c.fy + c.cy], 1)
         if uv[:, 0].max() < -1 or uv[:, 0].min() > c.width or uv[:, 1].max() < -1 or uv[:, 1].min() > c.height:
-            return
-        # a face seen edge-on projects to a sliver that OpenCV would still draw as a 1-px line,
-        # painting over the surface behind it: skip polygons less than a pixel wide
-        x, y = uv[:, 0], uv[:, 1]
-        area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-        longest = float(np.max(np.linalg.norm(uv - np.roll(uv, -1, 0), axis=1)))
-        if area < 0.75 * longest:
             return
         uv = np.clip(uv, -4e5, 4e5)
         cv2.fillConvexPoly(img, np.round(uv * 16).astype(np.int32), int(fid), lineType=cv2.LINE_8, shift=4)
@@ -259,39 +251,63 @@ class BoxRenderer(_Base):
         """(H, W) int32 face id (6 * box + face) of the surface seen at each pixel, -1 for none."""
         c = self.cfg
         o, R = T[:3, 3], T[:3, :3]
-        img = np.full((c.height, c.width), -1, np.int32)
-        for b in self.shell:
-            self._fill(img, self._face_poly(b, int(self.shell_face[b])), o, R, 6 * b + int(self.shell_face[b]))
+        boxes, faces = [int(b) for b in self.shell], [int(self.shell_face[b]) for b in self.shell]
         for b in self._draw_order(o, R):
             lo, hi = self.lo[b], self.hi[b]
             for axis in range(3):
                 if o[axis] > hi[axis]:
-                    f = 2 * axis + 1
+                    boxes.append(b); faces.append(2 * axis + 1)
                 elif o[axis] < lo[axis]:
-                    f = 2 * axis
-                else:
-                    continue
-                self._fill(img, self._face_poly(b, f), o, R, 6 * b + f)
+                    boxes.append(b); faces.append(2 * axis)
+        img = np.full((c.height, c.width), -1, np.int32)
+        if not boxes:
+            return img
+        bi, fi = np.asarray(boxes), np.asarray(faces)
+        cam = (self.face_corners[bi, fi] - o) @ R                     # (M, 4, 3) optical frame
+        z = cam[..., 2]
+        behind = z < c.near
+        zc = np.where(behind, 1.0, z)
+        uv = np.stack([cam[..., 0] / zc * c.fx + c.cx, cam[..., 1] / zc * c.fy + c.cy], -1)   # (M, 4, 2)
+        # a face seen edge-on projects to a sliver that OpenCV would still draw as a 1-px line,
+        # painting over the surface behind it: skip polygons less than a pixel wide
+        nxt = np.roll(uv, -1, axis=1)
+        area = 0.5 * np.abs((uv[..., 0] * nxt[..., 1] - uv[..., 1] * nxt[..., 0]).sum(1))
+        longest = np.linalg.norm(nxt - uv, axis=2).max(1)
+        onscreen = (uv[..., 0].max(1) >= -1) & (uv[..., 0].min(1) <= c.width) & (uv[..., 1].max(1) >= -1) & (uv[..., 1].min(1) <= c.height)
+        draw = ~behind.any(1) & onscreen & (area >= 0.75 * longest)
+        clip = behind.any(1) & ~behind.all(1)
+        pts = np.round(np.clip(uv, -4e5, 4e5) * 16).astype(np.int32)
+        fids = 6 * bi + fi
+        for m in np.flatnonzero(draw | clip):
+            if clip[m]:
+                self._fill_clipped(img, cam[m], fids[m])
+            else:
+                cv2.fillConvexPoly(img, pts[m], int(fids[m]), lineType=cv2.LINE_8, shift=4)
         return img
 
     def _render_clean(self, T: np.ndarray):
         fid = self.face_ids(T)
         o, R = T[:3, 3], T[:3, :3]
-        valid = fid >= 0
-        f = np.where(valid, fid, 0)
-        axis = self.f_axis[f]
-        Rk = R[axis]                                           # (H, W, 3): row `axis` of R
-        dk = Rk[..., 0] * self.xn + Rk[..., 1] * self.yn + Rk[..., 2]
-        num = (self.f_plane - o[self.f_axis])[f]
+        f = np.where(fid >= 0, fid, self.sentinel)
+        # per face: the ray's component along the face normal is a*xn + b*yn + c (a row of R);
+        # depth = (plane - o_axis) / that. One packed gather instead of several.
+        ax = self.f_axis
+        coef = np.empty((self.sentinel + 1, 4), np.float32)
+        coef[:-1, :3] = R[ax]
+        coef[:-1, 3] = self.f_plane - o[ax]
+        coef[-1] = (0, 0, 1, 0)                                   # no surface: depth 0
+        k = np.take(coef, f, axis=0)                              # (H, W, 4); np.take: 4x faster than coef[f]
+        dk = k[..., 0] * self.xn + k[..., 1] * self.yn + k[..., 2]
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = (num / dk).astype(np.float32)
-        ok = valid & np.isfinite(z) & (z > 0)
-        z = np.where(ok, z, 0.0).astype(np.float32)
-        fb = np.where(ok, fid, len(self.f_inst) - 1)
-        color = self.f_color[fb]
-        inst = self.f_inst[fb]
+            z = k[..., 3] / dk
+        bad = ~(z > 0)                                            # also catches NaN
+        if bad.any():
+            z[bad] = 0.0
+            f = np.where(bad, self.sentinel, f)
+        color = np.take(self.f_color, f, axis=0)
+        inst = np.take(self.f_inst, f)
         cos_inc = np.abs(dk) / self.ray_norm
-        return z, color, inst, cos_inc
+        return z.astype(np.float32, copy=False), color, inst, cos_inc
 
 
 def _clip_near(p: np.ndarray, near: float) -> np.ndarray:
