@@ -51,12 +51,11 @@ def _detector(args) -> int:
 
 
 def _pack(args) -> int:
-    from r1_core.config import load_config
-    from training.pack import PackConfig, build_pack
+    from training.pack import build_pack
 
     r = _recipe(args)
-    cfg = load_config(PackConfig, args.pack_config, section="pack") if args.pack_config else PackConfig(points=max(r.model.encoder.num_points, 16384))
-    counts = build_pack(args.data, args.out, cfg, encoder_cfg=r.model.encoder, detector=args.detector, workers=args.workers)
+    counts = build_pack(args.data, args.out, r.pack, encoder_cfg=r.model.encoder, detector=args.detector,
+                        workers=args.workers)
     print(json.dumps(counts))
     return 0
 
@@ -83,8 +82,7 @@ def _all(args) -> int:
     base = dict(recipe=args.recipe, set=args.set, device=args.device)
     ns = argparse.Namespace
     _detector(ns(**base, data=args.data, out=out / "detector"))
-    _pack(ns(**base, data=args.data, out=out / "pack", detector=out / "detector", pack_config=args.pack_config,
-             workers=args.workers))
+    _pack(ns(**base, data=args.data, out=out / "pack", detector=out / "detector", workers=args.workers))
     _sft(ns(**base, pack=out / "pack", out=out / "sft", detector=out / "detector", init=None))
     _grpo(ns(**base, pack=out / "pack", out=out / "grpo", init=out / "sft" / "final"))
     return 0
@@ -136,7 +134,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ts.add_parser("pack", help="build a training pack (clouds, keyframes, view selections, CoT targets)")
     common(p, data=True)
     p.add_argument("--detector", help="stage-0 output: select views with its proposals (else ground truth)")
-    p.add_argument("--pack-config", help="YAML with a `pack` section (training.pack.PackConfig)")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=_pack)
     p = ts.add_parser("sft", help="stage 1: SFT cold start")
@@ -152,7 +149,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_grpo)
     p = ts.add_parser("all", help="detector, pack, sft and grpo in sequence under --out")
     common(p, data=True)
-    p.add_argument("--pack-config")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=_all)
 

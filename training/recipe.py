@@ -1,7 +1,7 @@
 """Training recipes: one YAML per recipe (config/train/*.yaml) with a section per stage.
 
     recipe = load_recipe("config/train/nano.yaml", overrides={"sft.steps": 10})
-    recipe.model / recipe.detector / recipe.sft / recipe.grpo
+    recipe.model / recipe.detector / recipe.pack / recipe.sft / recipe.grpo
 
 The resolved recipe is printed at the start of every stage and saved next to its outputs.
 """
@@ -14,6 +14,7 @@ from r1_core.config import load_config
 from r1_core.model.r1model import ModelConfig
 from training.common import OptimConfig
 from training.detector import DetectorTrainConfig
+from training.pack import PackConfig
 
 
 @dataclass
@@ -71,6 +72,7 @@ class GRPOConfig:
 class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
