@@ -44,6 +44,7 @@ from r1_core.data.vocab import NOUNS, plural
 from r1_core.model.answer import AnswerFormatError, format_box, format_response, parse_response
 
 BACKENDS = ("template", "transformers", "openai")
+POSITIONS = ("boxes", "coords")
 # a step cue opens a sentence ("Next, …"), so "next to the bed" inside a step is not one
 STEP_CUE_RE = re.compile(r"(?:^|(?<=[.!?;:])\s+)(step\s*\d+|first|firstly|second|secondly|third|next|then|afterwards?|finally|lastly)\b", re.I)
 _STOP = set("the a an of in on to is are was were what which where who how many much does do did there this that "
@@ -64,6 +65,7 @@ class CotFilterConfig:
 class CotConfig:
     """Scene-30K engine settings (config/data.yaml, section `cot`)."""
     backend: str = "template"
+    positions: str = "boxes"               # template: name objects by <box> (trainable as refs) or (x, y)
     sources: tuple[str, ...] = ("scanrefer", "scanqa", "sqa3d", "3dllm_dialogue", "3dllm_planning")
     max_per_scene: int = 0                 # 0 = every annotation
     model_path: str = ""                   # transformers: local model directory
@@ -97,12 +99,15 @@ def words(text: str) -> list[str]:
     return re.findall(r"[A-Za-z0-9']+", text)
 
 
-def _stem(w: str) -> str:
+def _stems(w: str) -> set[str]:
+    """The word and its singular candidates ("boxes" → box/boxe, "pictures" → picture, "tvs" → tv)."""
     w = w.lower()
-    for suf in ("es", "s"):
-        if w.endswith(suf) and len(w) > len(suf) + 2:
-            return w[: -len(suf)]
-    return w
+    out = {w}
+    if w.endswith("s") and len(w) >= 3:
+        out.add(w[:-1])
+    if w.endswith("es") and len(w) >= 4:
+        out.add(w[:-2])
+    return out
 
 
 def _norm(text: str) -> str:
@@ -138,8 +143,8 @@ def check_cot(text: str, question: str, answers: list[str], boxes: np.ndarray | 
         reasons.append(f"insufficient_steps: {len(cues)} step cues < {cfg.min_step_cues}")
     if cfg.final_step_mentions_question:
         final = think[cues[-1].start(1):] if cues else think
-        qwords = {_stem(w) for w in words(question) if len(w) >= 3 and w.lower() not in _STOP}
-        if qwords and not (qwords & {_stem(w) for w in words(final)}):
+        qwords = set().union(*[_stems(w) for w in words(question) if len(w) >= 2 and w.lower() not in _STOP])
+        if qwords and not (qwords & set().union(set(), *[_stems(w) for w in words(final)])):
             reasons.append("final_step_no_question_ref: the last step mentions nothing the question asks about")
     if boxes is not None and len(boxes):
         if not len(parsed.boxes):
@@ -166,24 +171,29 @@ class CotBackend(Protocol):
     def generate(self, sample: TaskSample, graph: SceneGraph) -> str: ...
 
 
-def _xy(g: SceneGraph, i: int) -> str:
-    c = g.nodes[i].center
+def _xy(g: SceneGraph, i: int, positions: str = "coords") -> str:
+    """Where object i is, as written in reasoning: `(x, y)` or its `<box>…</box>` (CotConfig.positions)."""
+    n = g.nodes[i]
+    if positions == "boxes":
+        return format_box(np.concatenate([n.center, n.hi - n.lo]))
+    c = n.center
     return f"({c[0]:.1f}, {c[1]:.1f})"
 
 
 def _noun_used(label: str, text: str) -> str:
+    """The synonym of `label` the text uses (longest match, plurals allowed), else the label."""
     t = text.lower()
-    for s in NOUNS.get(label, (label,)):
-        if re.search(rf"\b{re.escape(s)}", t):
+    for s in sorted(NOUNS.get(label, (label,)), key=len, reverse=True):
+        if re.search(rf"\b{re.escape(s)}(?:e?s)?\b", t):
             return s
     return label
 
 
-def _describe_objects(g: SceneGraph, ids: list[int], limit: int = 6) -> str:
+def _describe_objects(g: SceneGraph, ids: list[int], limit: int = 6, positions: str = "coords") -> str:
     parts = []
     for i in ids[:limit]:
         n = g.nodes[i]
-        parts.append(f"a {n.color + ' ' if n.color else ''}{n.label} at {_xy(g, i)}")
+        parts.append(f"a {n.color + ' ' if n.color else ''}{n.label} at {_xy(g, i, positions)}")
     more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
     return ", ".join(parts) + more
 
@@ -193,14 +203,23 @@ def _question_nouns(g: SceneGraph, question: str) -> list[str]:
     q = question.lower()
     hits = []
     for lab in set(NOUNS) | {n.label for n in g.nodes.values()}:
-        pos = [m.start() for s in NOUNS.get(lab, (lab,)) for m in [re.search(rf"\b{re.escape(s)}", q)] if m]
+        pos = [m.start() for s in NOUNS.get(lab, (lab,)) for m in [re.search(rf"\b{re.escape(s)}(?:e?s)?\b", q)] if m]
         if pos:
             hits.append((min(pos), -len(lab), lab))
     return [lab for _, _, lab in sorted(hits)]
 
 
 class TemplateBackend:
-    """Deterministic reasoning from the scene graph; short, grounded, consistent."""
+    """Deterministic reasoning from the scene graph; short, grounded, consistent.
+
+    `positions="boxes"` names objects in the reasoning by their boxes, which a model that
+    points at object proposals learns as `<ref>k</ref>` (training/sft.py); "coords" writes
+    (x, y) centres for readers."""
+
+    def __init__(self, positions: str = "boxes"):
+        if positions not in POSITIONS:
+            raise ValueError(f"unknown positions {positions!r}; choose one of {list(POSITIONS)}")
+        self.positions = positions
 
     def generate(self, s: TaskSample, g: SceneGraph) -> str:
         if s.task in ("grounding",):
@@ -219,7 +238,7 @@ class TemplateBackend:
         col = f"{n.color} " if n.color else ""
         steps = [f"First, the description asks for a {noun}."]
         steps.append(f"Next, I find the {plural(noun)} in the scene: there {'is' if len(same) == 1 else 'are'} "
-                     f"{len(same)}: {_describe_objects(g, same)}.")
+                     f"{len(same)}: {_describe_objects(g, same, positions=self.positions)}.")
         try:
             q = parse_expression(s.question)
         except ValueError:
@@ -234,8 +253,8 @@ class TemplateBackend:
             anchors = g.resolve(q.anchor)
             if len(anchors) == 1:
                 a = anchors[0]
-                ev.append(f"the {g.nodes[a].color + ' ' if g.nodes[a].color else ''}{g.nodes[a].label} is at {_xy(g, a)} "
-                          f"and the {col}one at {_xy(g, t)} is {q.relation}{' to' if q.relation in ('closest',) else ''}"
+                ev.append(f"the {g.nodes[a].color + ' ' if g.nodes[a].color else ''}{g.nodes[a].label} is at {_xy(g, a, self.positions)} "
+                          f"and the {col}one at {_xy(g, t, self.positions)} is {q.relation}{' to' if q.relation in ('closest',) else ''}"
                           f"{' from' if q.relation == 'farthest' else ''} it")
         if q is not None and q.superlative:
             ev.append(f"the {col}one is the {q.superlative}")
@@ -247,7 +266,7 @@ class TemplateBackend:
             else:
                 ev.append(f"the {col}one matches the described details")
         steps.append("Then, " + "; ".join(ev) + ".")
-        steps.append(f"Finally, the {col}{noun} at {_xy(g, t)} is the {noun} the description refers to.")
+        steps.append(f"Finally, the {col}{noun} at {_xy(g, t, self.positions)} is the {noun} the description refers to.")
         box = s.boxes[0] if len(s.boxes) else None
         if box is None:
             raise ValueError(f"{s.scene_id}: grounding sample without a target box")
@@ -260,18 +279,18 @@ class TemplateBackend:
         q = s.question.lower()
         nouns = _question_nouns(g, s.question)
         ids = [i for i in s.object_ids if i in g.nodes]
-        topic = g.nodes[ids[0]].label if ids else (nouns[0] if nouns else None)
+        topic = nouns[0] if nouns else (g.nodes[ids[0]].label if ids else None)
         topic_word = _noun_used(topic, s.question) if topic else (words(s.question)[-1] if words(s.question) else "question")
         steps = [f"First, the question asks about the {topic_word}." if topic else f"First, I read the question: {s.question.strip()}"]
         if ids:
-            steps.append(f"Next, the relevant objects are {_describe_objects(g, ids)}.")
+            steps.append(f"Next, the relevant objects are {_describe_objects(g, ids, positions=self.positions)}.")
         elif topic:
             present = g.of_class(topic)
             steps.append(f"Next, I look for a {topic_word} in the scene and find "
-                         + (_describe_objects(g, present) if present else "none") + ".")
+                         + (_describe_objects(g, present, positions=self.positions) if present else "none") + ".")
         else:
             steps.append("Next, I look at the objects around the described position.")
-        if "how many" in q:
+        if "how many" in q or "number of" in q:
             steps.append(f"Then, counting them gives {ans}.")
         elif "color" in q or "colour" in q:
             steps.append(f"Then, the color of that {topic_word} is {ans}.")
@@ -294,7 +313,7 @@ class TemplateBackend:
         key = qwords[-1].lower() if qwords else "request"
         ids = [i for lab in nouns for i in g.of_class(lab)]
         steps = [f"First, the user {'asks' if s.task == 'dialogue' else 'wants to'}: {s.question.strip().rstrip('?.')}."]
-        steps.append(f"Next, the relevant objects are {_describe_objects(g, ids)}." if ids else "Next, I check the objects in the room.")
+        steps.append(f"Next, the relevant objects are {_describe_objects(g, ids, positions=self.positions)}." if ids else "Next, I check the objects in the room.")
         steps.append("Then, I " + ("keep the earlier turns in mind and pick the matching object." if s.task == "dialogue"
                                    else "order the actions so each one uses an object that is there."))
         steps.append(f"Finally, I answer the {key} request with the steps and objects above.")
@@ -379,7 +398,7 @@ class TransformersBackend:
 
 def make_backend(cfg: CotConfig) -> CotBackend:
     if cfg.backend == "template":
-        return TemplateBackend()
+        return TemplateBackend(cfg.positions)
     if cfg.backend == "openai":
         return OpenAIBackend(cfg)
     if cfg.backend == "transformers":
