@@ -111,19 +111,38 @@ def build_prompt(query: SceneQuery, num_objects: int, view_slots: list[int], tok
 
 def boxes_to_refs(text: str, gt_boxes: np.ndarray, proposal_boxes: np.ndarray, min_iou: float,
                   iou_fn) -> tuple[str, bool]:
-    """Rewrite each `<box>…</box>` in a training target as `<ref>k</ref>` of the proposal that
-    overlaps it most (IoU >= min_iou). Returns (text, all_resolved). `gt_boxes` are the parsed
-    boxes of `text` in order; iou_fn(a (N,7), b (M,7)) -> (N, M)."""
-    from r1_core.model.answer import _BOX_RE
+    """Rewrite each `<box>…</box>` of a training target as `<ref>k</ref>` of the proposal that
+    overlaps it most (IoU >= min_iou).
+
+    `gt_boxes` are the parsed boxes of `text` in order; iou_fn(a (N,7), b (M,7)) -> (N, M).
+    Returns (text, ok): ok is False when a box inside `<answer>` matches no proposal (the
+    example cannot be learned by pointing and should be dropped). An unmatched box inside
+    the reasoning is removed together with a preceding "at " — the object is still named,
+    only its location is left out."""
+    from r1_core.model.answer import _BOX_RE, ANSWER_OPEN
 
     if len(gt_boxes) == 0:
         return text, True
+    if len(proposal_boxes) == 0:
+        return text, False
     iou = np.asarray(iou_fn(np.asarray(gt_boxes, np.float32), np.asarray(proposal_boxes, np.float32)))
     best = iou.argmax(axis=1)
-    ok = bool(np.all(iou[np.arange(len(best)), best] >= min_iou))
-    it = iter(range(len(best)))
-
-    def sub(_m: re.Match) -> str:
-        return f"{REF_OPEN}{int(best[next(it)])}{REF_CLOSE}"
-
-    return _BOX_RE.sub(sub, text), ok
+    matched = iou[np.arange(len(best)), best] >= min_iou
+    answer_at = text.find(ANSWER_OPEN)
+    out, last, ok = [], 0, True
+    for i, m in enumerate(_BOX_RE.finditer(text)):
+        in_answer = answer_at >= 0 and m.start() > answer_at
+        start = m.start()
+        if matched[i]:
+            repl = f"{REF_OPEN}{int(best[i])}{REF_CLOSE}"
+        else:
+            ok = ok and not in_answer
+            repl = ""
+            if text[max(last, start - 3):start] == "at ":
+                start -= 3
+            while start > last and text[start - 1] == " ":
+                start -= 1
+        out.append(text[last:start] + repl)
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out), ok
