@@ -20,11 +20,13 @@ def demo(tmp_path_factory):
     return ensure_demo_assets(tmp_path_factory.mktemp("demo"), frames=2)
 
 
-def test_template_records_pass_filters_and_are_grounded(demo):
+@pytest.mark.parametrize("positions", ["boxes", "coords"])
+def test_template_records_pass_filters_and_are_grounded(demo, tmp_path, positions):
     lay = DatasetLayout(demo.dataset_root)
-    recs = F.read_scene30k(lay.path("scene30k", "train"))
-    rejected = (lay.path("scene30k", "train").with_name("scene30k_train_rejected.jsonl")).read_text().splitlines()
-    assert len(recs) > 40 and len(rejected) <= 0.05 * (len(recs) + len(rejected))
+    out = tmp_path / "s30k.jsonl"
+    st = CotEngine(CotConfig(positions=positions), lay).run("train", out, progress=False)
+    recs = F.read_scene30k(out)
+    assert st.kept == len(recs) > 40 and st.rejected <= 0.02 * (st.kept + st.rejected)
     g = load_scene_graph(lay, recs[0].scene_id)
     tasks = {r.meta["task"] for r in recs}
     assert {"grounding", "qa", "dialogue", "planning"} <= tasks
@@ -37,7 +39,11 @@ def test_template_records_pass_filters_and_are_grounded(demo):
             n = g.nodes[oid]
             box = np.concatenate([(n.lo + n.hi) / 2, n.hi - n.lo])
             np.testing.assert_allclose(p.boxes[0][:6], box, atol=0.006)   # the target's box (2-decimal grammar)
-            assert n.label in p.answer and f"({n.center[0]:.1f}, {n.center[1]:.1f})" in p.reasoning
+            assert n.label in p.answer
+            where = format_box(box) if positions == "boxes" else f"({n.center[0]:.1f}, {n.center[1]:.1f})"
+            assert where in p.reasoning                                   # the reasoning points at the target
+    with pytest.raises(ValueError, match="unknown positions"):
+        CotConfig(positions="polar")
 
 
 def test_filters_reject_each_failure():

@@ -83,6 +83,8 @@ class CotConfig:
             raise ValueError(f"unknown CoT backend {self.backend!r}; choose one of {list(BACKENDS)}")
         if self.backend == "transformers" and not self.model_path:
             raise ValueError("backend 'transformers' needs model_path (a local model directory)")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown positions {self.positions!r}; choose one of {list(POSITIONS)}")
 
 
 # ---------------------------------------------------------------------------------------------
