@@ -91,7 +91,7 @@ def main() -> int:
     ap.add_argument("--no-raycast", action="store_true", help="skip the (slow) open3d reference renderer")
     args = ap.parse_args()
     res = {"date": datetime.date.today().isoformat(), "device": device(), "cpus": os.cpu_count(),
-           "python": platform.python_version(), "render": []}
+           "python": platform.python_version(), "loadavg_before": os.getloadavg(), "render": []}
     res["render"].append(bench_render(args.rooms, args.frames, "boxes", True))
     res["render"].append(bench_render(args.rooms, args.frames, "boxes", False))
     if not args.no_raycast:
@@ -106,6 +106,8 @@ def main() -> int:
     s = res["scenes"]
     print(f"{'synthetic scenes per minute':44s} {s['scenes_per_minute']:10.1f}   ({s['scenes']} scenes in {s['seconds']:.1f} s)")
     print(f"{'projected 100-scene training set, minutes':44s} {s['projected_100_scene_minutes']:10.2f}")
+    res["loadavg_after"] = os.getloadavg()   # other jobs on the 2 cores skew every figure: keep the load
+    print(f"load average before/after: {res['loadavg_before'][0]:.1f} / {res['loadavg_after'][0]:.1f} (on {os.cpu_count()} cores)")
     out = ROOT / "bench" / "results" / f"data-{res['date']}-{res['device']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
