@@ -9,7 +9,7 @@ import pytest
 from r1_core.data.graph import RefQuery, SceneGraph, parse_expression
 from r1_core.data.synthetic.demo import demo_room
 from r1_core.data.synthetic.language import annotate_scene
-from r1_core.data.synthetic.world import SynthConfig, SynthRoom, generate_room
+from r1_core.data.synthetic.world import SynthRoom, generate_room
 from r1_core.data.tasks import DatasetLayout, load_task_samples
 from r1_core.data.scene import load_scannet_scene
 

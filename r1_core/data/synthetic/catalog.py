@@ -9,7 +9,7 @@ so every part stays an axis-aligned box in the map frame.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

@@ -21,7 +21,7 @@ from r1_core.data.graph import DISTANCE_RELATIONS, RELATIONS, RefQuery, SceneGra
 from r1_core.data.scene import Scene
 from r1_core.data.synthetic.catalog import CLASSES
 from r1_core.data.synthetic.world import SynthRoom, clearance
-from r1_core.data.vocab import NOUNS, REL_PHRASES, VIEWPOINT_PHRASES, plural
+from r1_core.data.vocab import DIST_PHRASES, NOUNS, REL_PHRASES, VIEWPOINT_PHRASES, plural
 
 NUM_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
@@ -64,8 +64,7 @@ def _rel_part(q: RefQuery, rng) -> str:
             s += " " + _pick(rng, VIEWPOINT_PHRASES)
         return s
     if q.relation in DISTANCE_RELATIONS:
-        return " " + render_np(q, rng).split(" ", 1)[1].split(" ", len(noun_phrase_core(q, rng).split()))[-1] if False else \
-            " " + {"closest": "closest to", "farthest": "farthest from"}[q.relation] + " " + render_np(q.anchor, rng)
+        return f" {_pick(rng, DIST_PHRASES[q.relation])} {render_np(q.anchor, rng)}"
     return ""
 
 
@@ -156,7 +155,7 @@ def annotate_scene(scene: Scene, room: SynthRoom | None, rng: np.random.Generato
 
 
 def _unique_np_without_color(g: SceneGraph, oid: int, rng) -> str | None:
-    qs = [q for _, q in g.candidate_queries(oid) if q.color is None and (q.anchor is None or True)]
+    qs = [q for _, q in g.candidate_queries(oid) if q.color is None]
     return render_np(_pick(rng, qs), rng) if qs else None
 
 

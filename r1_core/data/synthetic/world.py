@@ -12,7 +12,7 @@ Frame: `map`, z up, the room spans [0, W] × [0, D] × [0, H]. Walls 0..3 are x=
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
