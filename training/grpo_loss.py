@@ -122,22 +122,27 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch
 
     m = mask.to(torch.bool)
     mf = m.to(logp.dtype)
-    if old_logp is None:
-        old_logp = logp.detach()
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    # Padding may hold -inf/NaN log-probs: zero them *before* any arithmetic, so that neither the
+    # loss nor the backward pass ever sees them (a torch.where after the fact still lets 0 * inf
+    # = NaN into the gradient).
+    logp = torch.where(m, logp, zero)
+    old_logp = logp.detach() if old_logp is None else torch.where(m, old_logp.to(logp.dtype), zero)
+    if ref_logp is not None:
+        ref_logp = torch.where(m, ref_logp.to(logp.dtype), zero)
     A = advantages.to(logp.dtype).unsqueeze(1)                      # (B, 1)
-    ratio = torch.exp(logp - old_logp.to(logp.dtype))
+    ratio = torch.exp(logp - old_logp)
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     per_token = -torch.min(ratio * A, clipped * A)
     kl = None
     if ref_logp is not None:
-        d = ref_logp.to(logp.dtype) - logp
+        d = ref_logp - logp
         kl = torch.exp(d) - d - 1.0
         if kl_is_correction:
             kl = kl * ratio
         if beta > 0:
             per_token = per_token + beta * kl
-    # torch.where, not a product: padding may hold -inf log-probs and 0 * inf would be NaN.
-    per_token = torch.where(m, per_token, torch.zeros((), dtype=per_token.dtype, device=per_token.device))
+    per_token = torch.where(m, per_token, zero)
 
     if loss_type == "grpo":
         loss = (per_token.sum(-1) / mf.sum(-1).clamp(min=1.0)).mean()
@@ -158,7 +163,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch
         n_tok = mf.sum().clamp(min=1.0)
 
         def masked_mean(x: torch.Tensor) -> torch.Tensor:
-            return torch.where(m, x.to(logp.dtype), torch.zeros((), dtype=logp.dtype, device=x.device)).sum() / n_tok
+            return torch.where(m, x.to(logp.dtype), zero).sum() / n_tok
 
         low = (ratio < 1.0 - eps_low) & (A < 0)
         high = (ratio > 1.0 + eps_high) & (A > 0)
