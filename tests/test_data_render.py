@@ -107,3 +107,29 @@ def test_look_at_and_config_errors(setup):
     with pytest.raises(ValueError, match="near"):
         RenderConfig(near=0.5)
     assert isinstance(make_renderer(room, RenderConfig(backend="raycast")), RaycastRenderer)
+
+
+def test_visible_point_counts_against_bruteforce(setup):
+    from r1_core.data.rgbd import visible_point_counts
+
+    room, cfg, poses, br, _ = setup
+    scene = room.to_scene()
+    T = poses[2]
+    view = br.render(T, noise=False)
+    got = visible_point_counts(scene.points, scene.instance_labels, view.depth, br.K, T)
+    # brute force, one point at a time
+    K, d = br.K, view.depth.astype(np.float64) / 1000
+    Rinv, t = T[:3, :3].T, T[:3, 3]
+    want: dict[int, int] = {}
+    for p, lab in zip(scene.points[::7, :3], scene.instance_labels[::7]):
+        q = Rinv @ (p - t)
+        if q[2] <= 0 or lab == 0:
+            continue
+        u, v = int(round(q[0] / q[2] * K[0, 0] + K[0, 2])), int(round(q[1] / q[2] * K[1, 1] + K[1, 2]))
+        if 0 <= u < d.shape[1] and 0 <= v < d.shape[0] and d[v, u] > 0 and abs(d[v, u] - q[2]) <= 0.03:
+            want[int(lab) - 1] = want.get(int(lab) - 1, 0) + 1
+    sub = visible_point_counts(scene.points[::7], scene.instance_labels[::7], view.depth, br.K, T)
+    assert sub == want and len(want) > 3
+    pix = view.visible_objects()
+    assert set(got) <= set(pix) | {i for i in got if got[i] < 20}   # seen points come from seen objects
+    assert visible_point_counts(scene.points, scene.instance_labels, np.zeros_like(view.depth), br.K, T) == {}   # all holes

@@ -22,7 +22,9 @@ def _cfg(args, cls, section: str, overrides: dict | None = None):
     from r1_core.config import load_config, read_yaml
 
     path = Path(args.config)
-    data = read_yaml(path) if path.is_file() else {}
+    if not path.is_file() and path != DEFAULT_CONFIG:
+        raise SystemExit(f"r1 data: config file {path} not found")
+    data = read_yaml(path) if path.is_file() else {}   # an installed package without config/: defaults
     return load_config(cls, {section: data.get(section) or {}}, overrides=overrides or {}, section=section)
 
 

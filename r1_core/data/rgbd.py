@@ -82,3 +82,26 @@ def look_at(position: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.
     T = np.eye(4)
     T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = r, d, f, p
     return T
+
+
+def visible_point_counts(points: np.ndarray, instance_labels: np.ndarray, depth: np.ndarray, K: np.ndarray,
+                         T_map_optical: np.ndarray, tol: float = 0.03) -> dict[int, int]:
+    """object_id → how many of its cloud points this view sees: points that project inside the
+    image in front of the camera and agree with the depth image within `tol` metres (not occluded,
+    not in a hole). `depth` is uint16 mm or float32 m; instance labels are object_id + 1."""
+    d = depth.astype(np.float32) * (1e-3 if depth.dtype == np.uint16 else 1.0)
+    T = np.asarray(T_map_optical, np.float64)
+    p = (np.asarray(points, np.float64)[:, :3] - T[:3, 3]) @ T[:3, :3]
+    z = p[:, 2]
+    front = z > 1e-6
+    zs = np.where(front, z, 1.0)
+    u = np.round(p[:, 0] / zs * K[0, 0] + K[0, 2]).astype(np.int64)
+    v = np.round(p[:, 1] / zs * K[1, 1] + K[1, 2]).astype(np.int64)
+    h, w = d.shape
+    ok = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    idx = np.flatnonzero(ok)
+    dz = d[v[idx], u[idx]]
+    seen = idx[(dz > 0) & np.isfinite(dz) & (np.abs(dz - z[idx]) <= tol)]
+    labels = np.asarray(instance_labels)[seen]
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    return {int(i) - 1: int(c) for i, c in zip(ids, counts)}
