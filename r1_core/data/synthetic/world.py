@@ -356,11 +356,14 @@ def generate_room(cfg: SynthConfig | None = None, seed: int = 0, kind: str | Non
     raise RuntimeError(f"could not furnish a {kind} for seed {seed} in 20 attempts (recipe too crowded?)")
 
 
+MAX_OBJECTS = 25
+
+
 def _entries(kind: str, rng: np.random.Generator) -> list[dict]:
     out = []
     for label, lo, hi in ROOM_KINDS[kind]:
         out += [{"label": label} for _ in range(int(rng.integers(lo, hi + 1)))]
-    return out
+    return out[:MAX_OBJECTS]   # recipes list essentials first: the cap drops small extras
 
 
 def _try_room(cfg: SynthConfig, rng: np.random.Generator, kind: str, scene_id: str, recipe) -> SynthRoom | None:
