@@ -128,6 +128,12 @@ def test_decode_errors_and_tf_interpolation():
         height, width, step, is_bigendian, encoding = 2, 2, 8, 1, "16UC1"
         data = np.array([0, 1, 0, 2, 9, 9, 9, 9, 1, 0, 0, 0, 9, 9, 9, 9], np.uint8)
     np.testing.assert_array_equal(decode_image(Msg, "t"), [[1, 2], [256, 0]])   # big-endian with padding
+    class Bgra:
+        height, width, step, is_bigendian, encoding = 1, 2, 8, 0, "bgra8"
+        data = np.array([1, 2, 3, 255, 4, 5, 6, 255], np.uint8)
+    np.testing.assert_array_equal(decode_image(Bgra, "t"), [[[3, 2, 1], [6, 5, 4]]])
+    Bgra.encoding = "rgba8"
+    np.testing.assert_array_equal(decode_image(Bgra, "t"), [[[1, 2, 3], [4, 5, 6]]])
     Msg.encoding = "yuv422"
     with pytest.raises(ValueError, match="unsupported image encoding 'yuv422'"):
         decode_image(Msg, "/cam")

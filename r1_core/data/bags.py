@@ -17,8 +17,8 @@ map → optical directly.
 
 Reading pairs colour and depth by header stamp (within `sync_tolerance_s`), takes the camera
 info closest in time, and composes the /tf + /tf_static chain from `world_frame` to the image's
-frame_id (interpolating dynamic transforms). Encodings rgb8, bgr8, 16UC1 (also mono16), 32FC1;
-anything else is a clear error.
+frame_id (interpolating dynamic transforms). Encodings rgb8, bgr8, rgba8/bgra8 (Azure Kinect),
+16UC1 (also mono16), 32FC1; anything else is a clear error.
 """
 from __future__ import annotations
 
@@ -227,7 +227,7 @@ def _tf_from_msg(msg) -> list[tuple[str, str, int, np.ndarray]]:
 
 
 def decode_image(msg, where: str) -> np.ndarray:
-    """sensor_msgs/Image → numpy: rgb8/bgr8 → (H, W, 3) uint8 RGB; 16UC1/mono16 → uint16;
+    """sensor_msgs/Image → numpy: rgb8/bgr8/rgba8/bgra8 → (H, W, 3) uint8 RGB; 16UC1/mono16 → uint16;
     32FC1 → float32 metres. Other encodings raise ValueError naming the topic."""
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     data = np.asarray(msg.data, dtype=np.uint8)
@@ -235,13 +235,16 @@ def decode_image(msg, where: str) -> np.ndarray:
     if enc in ("rgb8", "bgr8"):
         img = data.reshape(h, step)[:, : w * 3].reshape(h, w, 3)
         return np.ascontiguousarray(img[..., ::-1] if enc == "bgr8" else img)
+    if enc in ("rgba8", "bgra8"):  # Azure Kinect's driver publishes bgra8: alpha is dropped
+        img = data.reshape(h, step)[:, : w * 4].reshape(h, w, 4)
+        return np.ascontiguousarray(img[..., 2::-1] if enc == "bgra8" else img[..., :3])
     if enc in ("16uc1", "mono16"):
         img = data.reshape(h, step)[:, : w * 2].copy().view(">u2" if msg.is_bigendian else "<u2").reshape(h, w)
         return img.astype(np.uint16)
     if enc == "32fc1":
         img = data.reshape(h, step)[:, : w * 4].copy().view(">f4" if msg.is_bigendian else "<f4").reshape(h, w)
         return img.astype(np.float32)
-    raise ValueError(f"{where}: unsupported image encoding {msg.encoding!r}; supported: rgb8, bgr8, 16UC1, mono16, 32FC1")
+    raise ValueError(f"{where}: unsupported image encoding {msg.encoding!r}; supported: rgb8, bgr8, rgba8, bgra8, 16UC1, mono16, 32FC1")
 
 
 def _stamp(msg) -> int:
