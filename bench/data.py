@@ -89,6 +89,8 @@ def main() -> int:
     ap.add_argument("--rooms", type=int, default=5)
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--no-raycast", action="store_true", help="skip the (slow) open3d reference renderer")
+    ap.add_argument("--no-bag", action="store_true", help="skip the bag benchmark (machines without rosbags)")
+    ap.add_argument("--tag", default="", help="appended to the device name in the results file")
     args = ap.parse_args()
     res = {"date": datetime.date.today().isoformat(), "device": device(), "cpus": os.cpu_count(),
            "python": platform.python_version(), "loadavg_before": os.getloadavg(), "render": []}
@@ -96,13 +98,16 @@ def main() -> int:
     res["render"].append(bench_render(args.rooms, args.frames, "boxes", False))
     if not args.no_raycast:
         res["render"].append(bench_render(2, 20, "raycast", False))
-    res["bag"] = bench_bag(60)
+    if args.tag:
+        res["device"] += "-" + args.tag
+    res["bag"] = None if args.no_bag else bench_bag(60)
     res["scenes"] = bench_scenes(args.scenes)
     print(f"{'what':44s} {'value':>10s}")
     for r in res["render"]:
         print(f"render 640x480 {r['backend']:8s} noise={str(r['noise']):5s} fps {'':9s} {r['fps']:10.1f}"
               f"   ({r['ms_per_frame']:.1f} ms/frame, worst room {r['worst_room_fps']:.1f} fps)")
-    print(f"{'render + write mcap bag, frames/s':44s} {res['bag']['fps_render_and_write_mcap']:10.1f}")
+    if res["bag"]:
+        print(f"{'render + write mcap bag, frames/s':44s} {res['bag']['fps_render_and_write_mcap']:10.1f}")
     s = res["scenes"]
     print(f"{'synthetic scenes per minute':44s} {s['scenes_per_minute']:10.1f}   ({s['scenes']} scenes in {s['seconds']:.1f} s)")
     print(f"{'projected 100-scene training set, minutes':44s} {s['projected_100_scene_minutes']:10.2f}")
