@@ -135,7 +135,7 @@ def train_detector(enc_cfg: EncoderConfig, cfg: DetectorTrainConfig, train_scene
         opt.step()
         sched.step()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            vals = {k: float(v) for k, v in losses.items()}
+            vals = {k: float(v.detach()) for k, v in losses.items()}
             log.log(step, {**vals, "lr": sched.get_last_lr()[0]}, stage="detector")
             bar.set_postfix(loss=f"{vals['loss']:.3f}")
         if val_scenes and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):

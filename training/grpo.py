@@ -81,8 +81,11 @@ def completion_logprobs(model: R1Model, samples, chunk: list[int]) -> tuple[torc
 
 
 def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: str | Path,
-               progress: bool = True) -> dict:
-    """Run GRPO from an SFT checkpoint; writes out_dir/final, metrics.jsonl, tb/. Returns a summary."""
+               progress: bool = True, reward_fn=None) -> dict:
+    """Run GRPO from an SFT checkpoint; writes out_dir/final, metrics.jsonl, tb/. Returns a summary.
+
+    `reward_fn(prompts, completions, **kw) -> (total, per_reward)` replaces the configured
+    CombinedReward (toy tasks in tests)."""
     from accelerate import Accelerator
 
     cfg = recipe.grpo
@@ -104,7 +107,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     if not examples:
         raise ValueError(f"no GRPO examples for tasks {cfg.tasks} in {pack.root}")
     encodings = encode_scenes(model, pack, [e.scene_id for e in examples], progress and acc.is_main_process)
-    reward_fn = CombinedReward(RewardConfig(weights=dict(cfg.reward_weights)))
+    reward_fn = reward_fn or CombinedReward(RewardConfig(weights=dict(cfg.reward_weights)))
     opt, sched = make_optimizer(policy_params, cfg.optim, cfg.steps)
     opt = acc.prepare(opt)
     log = MetricLogger(out_dir, enabled=acc.is_main_process)
@@ -141,7 +144,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         total, per_reward = reward_fn([ex.text for ex in chunk_ex for _ in range(G)], texts,
                                       gt_boxes=gt_boxes, references=refs, tasks=tasks)
         rewards = torch.tensor(total, dtype=torch.float32, device=acc.device)
-        advantages = group_advantages(rewards, G)
+        advantages = group_advantages(rewards, G, scale=cfg.loss_type != "dr_grpo")
         # ---- policy update(s) -----------------------------------------------------------------
         model.train()
         samples = []
@@ -156,14 +159,23 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                 with reference_policy(model):
                     ref = [completion_logprobs(model, samples, c)[0] for c in chunks]
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "clip_ratio": []}
+        n_tokens = sum(len(s.input_ids) - s.prompt_len for s in samples)
+        t_max = max(len(s.input_ids) - s.prompt_len for s in samples)
         for _ in range(cfg.num_iterations):
             opt.zero_grad(set_to_none=True)
             for ci, c in enumerate(chunks):
                 logp, mask = completion_logprobs(model, samples, c)
+                # micro-batches accumulate to exactly the full-batch loss of each aggregation
+                extra, weight = {}, len(c) / len(samples)
+                if cfg.loss_type == "dr_grpo":
+                    extra["max_completion_length"] = t_max
+                elif cfg.loss_type in ("dapo", "bnpo"):
+                    extra, weight = {"num_items": n_tokens}, 1.0
                 loss, metrics = grpo_loss(logp, old[ci], ref[ci] if cfg.beta > 0 else None, advantages[c], mask,
-                                          clip_eps=cfg.clip_eps, beta=cfg.beta, loss_type=cfg.loss_type)
-                acc.backward(loss * len(c) / len(samples))
-                stats["loss"].append(float(loss))
+                                          clip_eps=cfg.clip_eps, beta=cfg.beta,
+                                          loss_type="dapo" if cfg.loss_type == "bnpo" else cfg.loss_type, **extra)
+                acc.backward(loss * weight)
+                stats["loss"].append(float(loss.detach()))
                 for k in ("kl", "clip_ratio"):
                     if k in metrics:
                         stats[k].append(float(metrics[k]))

@@ -56,7 +56,7 @@ class GRPOConfig:
     top_p: float = 1.0
     clip_eps: float = 0.2
     beta: float = 0.04               # KL weight
-    loss_type: str = "grpo"
+    loss_type: str = "grpo"          # grpo | bnpo | dr_grpo | dapo (training/grpo_loss.py)
     reward_weights: dict = field(default_factory=lambda: {"format": 1.0, "perception": 1.0, "semantic": 1.0})
     mixed_precision: str = "no"
     log_every: int = 5
@@ -64,6 +64,10 @@ class GRPOConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=5))
 
     def __post_init__(self):
+        from training.grpo_loss import LOSS_TYPES
+
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"grpo.loss_type: unknown {self.loss_type!r}; choose one of {list(LOSS_TYPES)}")
         if self.group_size < 2:
             raise ValueError(f"grpo.group_size must be >= 2 (advantages are group-normalised), got {self.group_size}")
 
