@@ -37,7 +37,7 @@ from r1_core.model.r1model import R1Model
 from training.common import MetricLogger, make_optimizer, seed_everything
 from training.data import TrainingPack
 from training.grpo_loss import group_advantages, grpo_loss
-from training.recipe import Recipe
+from training.recipe import Recipe, accelerate_precision
 from training.rewards import CombinedReward, RewardConfig
 from training.sft import build_model, encode_scenes, global_batches
 
@@ -89,7 +89,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     from accelerate import Accelerator
 
     cfg = recipe.grpo
-    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    acc = Accelerator(mixed_precision=accelerate_precision(cfg.mixed_precision))
     out_dir = Path(out_dir)
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,6 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                     ref = [completion_logprobs(model, samples, c)[0] for c in chunks]
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "clip_ratio": []}
         n_tokens = sum(len(s.input_ids) - s.prompt_len for s in samples)
-        t_max = max(len(s.input_ids) - s.prompt_len for s in samples)
         for _ in range(cfg.num_iterations):
             opt.zero_grad(set_to_none=True)
             for ci, c in enumerate(chunks):
@@ -168,7 +167,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                 # micro-batches accumulate to exactly the full-batch loss of each aggregation
                 extra, weight = {}, len(c) / len(samples)
                 if cfg.loss_type == "dr_grpo":
-                    extra["max_completion_length"] = t_max
+                    extra["max_completion_length"] = cfg.max_new_tokens + 1   # Dr. GRPO's fixed constant (+ EOS)
                 elif cfg.loss_type in ("dapo", "bnpo"):
                     extra, weight = {"num_items": n_tokens}, 1.0
                 loss, metrics = grpo_loss(logp, old[ci], ref[ci] if cfg.beta > 0 else None, advantages[c], mask,

@@ -17,6 +17,15 @@ from training.detector import DetectorTrainConfig
 from training.pack import PackConfig
 
 
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}   # ours -> accelerate's names
+
+
+def accelerate_precision(name: str) -> str:
+    if name not in PRECISIONS:
+        raise ValueError(f"mixed_precision: unknown {name!r}; choose one of {list(PRECISIONS)}")
+    return PRECISIONS[name]
+
+
 @dataclass
 class SFTConfig:
     steps: int = 1000
@@ -27,7 +36,7 @@ class SFTConfig:
     num_views: int = 4
     tasks: tuple[str, ...] = ()      # empty: all tasks in the pack
     min_ref_iou: float = 0.25        # target box -> proposal match needed to keep an example
-    mixed_precision: str = "no"      # no | bf16 | fp16 (accelerate)
+    mixed_precision: str = "fp32"    # fp32 | bf16 | fp16 (autocast through accelerate)
     log_every: int = 10
     save_every: int = 0              # 0: only at the end
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=30))
@@ -58,7 +67,7 @@ class GRPOConfig:
     beta: float = 0.04               # KL weight
     loss_type: str = "grpo"          # grpo | bnpo | dr_grpo | dapo (training/grpo_loss.py)
     reward_weights: dict = field(default_factory=lambda: {"format": 1.0, "perception": 1.0, "semantic": 1.0})
-    mixed_precision: str = "no"
+    mixed_precision: str = "fp32"    # fp32 | bf16 | fp16
     log_every: int = 5
     save_every: int = 0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=5))

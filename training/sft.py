@@ -29,7 +29,7 @@ from r1_core.model.r1model import R1Model, SceneEncoding
 from training.common import MetricLogger, make_optimizer, seed_everything
 from training.data import TrainExample, TrainingPack
 from training.detector import load_pretrained_encoder
-from training.recipe import Recipe
+from training.recipe import Recipe, accelerate_precision
 
 
 @dataclass
@@ -93,7 +93,7 @@ def train_sft(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, detector:
     from accelerate import Accelerator
 
     cfg = recipe.sft
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    acc = Accelerator(mixed_precision=accelerate_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.grad_accum)
     out_dir = Path(out_dir)
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)

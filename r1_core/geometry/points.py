@@ -172,7 +172,7 @@ def gather_points(feat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     B, N, C = feat.shape
     idx = _check_index(idx, "idx", B, N)
     _same_device(feat=feat, idx=idx)
-    if use_kernel(feat) and feat.is_floating_point():
+    if use_kernel(feat):
         from r1_core.cuda import ops
         return ops.gather_points(feat, idx)
     return _gather_ref(feat, idx)

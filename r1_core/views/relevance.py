@@ -10,8 +10,11 @@ shows them.
 `resolve_targets` turns the request into weighted boxes using the scene understanding the
 model already has (`SceneEncoding`: proposal boxes, scores, NYU40 labels): the object phrases
 of the text (vocab.parse_mentions) select proposals by class; a colour word re-weights them by
-the fraction of their map voxels of that colour; the first phrase is the head (weight 1), the
-others context (`context_weight`); an object_caption request's `target_box` is the head.
+the fraction of their map voxels of that colour; a superlative ("the largest box") by volume;
+a near/far relation to the next phrase ("next to the bed", "farthest from the door") by the gap
+to that phrase's proposals (exp(-gap / relation_scale_m), or its mirror for "far"). The first
+phrase is the head (weight 1), the others context (`context_weight`); an object_caption
+request's `target_box` is the head.
 
 `ProposalRelevance` scores a keyframe by the weighted fraction of each target's extent it
 sees: the target's observed surface (the bank's voxel centres inside its box, or a grid on the
@@ -36,7 +39,7 @@ import cv2
 import numpy as np
 
 from r1_core.views.bank import BankSnapshot
-from r1_core.views.vocab import COLOR_WORDS, color_indices, parse_mentions
+from r1_core.views.vocab import COLOR_WORDS, color_indices, parse_mentions, relation_between
 
 if TYPE_CHECKING:
     from r1_core.model.r1model import SceneEncoding
@@ -95,16 +98,34 @@ def resolve_targets(query: "SceneQuery", scene: "SceneEncoding", snap: BankSnaps
         head_taken = True
     main, hist = _request_mentions(query)
     mentions = [(m, True) for m in main] + [(m, False) for m in hist]
-    for m, from_text in mentions:
+
+    def candidates(m) -> tuple[np.ndarray, np.ndarray]:
+        """Proposals of the phrase's classes and their weights from score and colour."""
         cand = np.nonzero(np.isin(labels, m.nyu40_ids) & (scores >= cfg.min_proposal_score))[0]
-        if cand.size == 0:
-            continue
         w = scores[cand].copy()
-        if m.color is not None:
+        if m.color is not None and cand.size:
             col = COLOR_WORDS.index(m.color)
             frac = [float((color_indices(snap.voxel_rgb[v]) == col).mean()) if v.size else 0.0
                     for v in voxels(cand)]
             w *= cfg.color_floor + np.asarray(frac)
+        return cand, w
+
+    for n_m, (m, from_text) in enumerate(mentions):
+        cand, w = candidates(m)
+        if cand.size == 0:
+            continue
+        if cand.size > 1 and m.superlative:
+            vol = np.prod(np.maximum(boxes[cand, 3:6], 1e-3), 1)
+            w *= (vol / vol.max()) ** 4 if m.superlative > 0 else (vol.min() / vol) ** 4
+        if cand.size > 1 and from_text and n_m + 1 < len(main):
+            # a relation to the next phrase ("next to the bed", "farthest from the door")
+            rel = relation_between(query.text, m, main[n_m + 1])
+            a_cand, a_w = candidates(main[n_m + 1])
+            if rel is not None and a_cand.size:
+                anchors = boxes[a_cand[a_w >= 0.5 * a_w.max()]]
+                gap = np.array([_box_gap(boxes[j], anchors).min() for j in cand])
+                s_ = cfg.relation_scale_m
+                w *= np.exp(-gap / s_) if rel == "near" else np.exp((gap - gap.max()) / s_)
         w /= w.sum()
         if not head_taken and from_text:
             mw, head_taken = 1.0, True
@@ -132,6 +153,12 @@ def resolve_targets(query: "SceneQuery", scene: "SceneEncoding", snap: BankSnaps
     bx = np.stack(keep_b)[order]
     vox = voxels(idx)
     return Targets(bx, wts[order] / wts[order].sum(), idx, [keep_p[i] for i in order], vox)
+
+
+def _box_gap(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Gap (m) between the axis-aligned extents of `box` and each of `others` (0 when touching)."""
+    d = np.abs(others[:, :3] - box[:3]) - (others[:, 3:6] + box[3:6]) / 2
+    return np.linalg.norm(np.maximum(d, 0.0), axis=1)
 
 
 def _object_voxels(snap: BankSnapshot, boxes: np.ndarray) -> list[np.ndarray]:

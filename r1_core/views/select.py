@@ -86,6 +86,7 @@ class SelectorConfig:
     context_weight: float = 0.5                  # weight of non-head object phrases
     history_weight: float = 0.5                  # extra factor for phrases from dialogue history
     color_floor: float = 0.05                    # colour re-weighting: floor + fraction of matching voxels
+    relation_scale_m: float = 0.5                # near/far relation re-weighting length scale
     min_proposal_score: float = 0.0              # proposals below this are ignored
     max_targets: int = 8                         # strongest target boxes kept per request
     max_points_per_target: int = 96              # points projected per target

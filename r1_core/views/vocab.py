@@ -8,9 +8,11 @@ them in a request.
     #  Mention(phrase='bed', nyu40_ids=(4,), color=None, position=6)]
     color_names(np.array([[200, 40, 40]]))          # array(['red'])
 
-Class names come from the data layer (`r1_core.data.classes`: NYU40 names and the raw ScanNet
-categories it maps); this module only adds plural forms and a few synonyms. Swap the tables
-here to change what requests can refer to.
+Class names come from the data layer: `r1_core.data.classes` (NYU40 names and the raw ScanNet
+categories it maps) and `r1_core.data.vocab.NOUNS` (the synonyms the annotation language uses:
+"cushion", "countertop", "painting", …); this module adds plural forms, a few everyday
+synonyms, colour words, and the relation / superlative words that re-weight same-class
+candidates. Swap the tables here to change what requests can refer to.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r1_core.data.classes import NYU40_NAMES, RAW_TO_NYU40, STRUCTURE_NYU40_IDS
+from r1_core.data.classes import NYU40_NAMES, RAW_TO_NYU40, STRUCTURE_NYU40_IDS, nyu40_id
+from r1_core.data.vocab import NOUNS
 
 # Everyday words for NYU40 classes that neither NYU40 nor the ScanNet raw map spells out.
 SYNONYMS: dict[str, tuple[int, ...]] = {
@@ -53,6 +56,31 @@ class Mention:
     nyu40_ids: tuple[int, ...]     # the classes the phrase can mean
     color: str | None              # a colour word attached to the phrase, if any
     position: int                  # token index of the phrase's first word
+    end: int = -1                  # token index after the phrase's last word
+    superlative: int = 0           # +1 "largest"/"biggest", -1 "smallest" (right before the phrase)
+
+
+# Relation words between a head phrase and its anchor ("the chair next to the bed"): "near"
+# relations favour head candidates close to the anchor, "far" ones those far from it.
+# Left/right relations depend on a viewpoint the selector does not know and are not used.
+NEAR_RELATIONS = ("next to", "beside", "near", "close to", "closest to", "nearest to", "by", "on",
+                  "on top of", "sitting on", "resting on", "under", "underneath", "below", "beneath",
+                  "above", "over", "hanging above", "in front of", "against")
+FAR_RELATIONS = ("farthest from", "furthest from", "far from", "away from")
+SUPERLATIVES = {"largest": 1, "biggest": 1, "smallest": -1, "tiniest": -1}
+
+
+def relation_between(text: str, head: Mention, anchor: Mention) -> str | None:
+    """"near" / "far" when a relation phrase stands between the two phrases, else None."""
+    tokens = _TOKEN.findall(text.lower())
+    between = " " + " ".join(tokens[head.end:anchor.position]) + " "
+    if " left " in between or " right " in between:
+        return None
+    if any(f" {p} " in between for p in FAR_RELATIONS):
+        return "far"
+    if any(f" {p} " in between for p in NEAR_RELATIONS):
+        return "near"
+    return None
 
 
 def _plural(word: str) -> list[str]:
@@ -81,6 +109,9 @@ def _build_phrases() -> dict[tuple[str, ...], tuple[int, ...]]:
     add("refridgerator", (24,))
     for name, i in RAW_TO_NYU40.items():
         add(name, (i,))
+    for label, words in NOUNS.items():
+        for word in words:
+            add(word, (nyu40_id(label),))
     for name, ids in SYNONYMS.items():
         add(name, ids)
     return {tuple(k.split()): tuple(sorted(v)) for k, v in table.items()}
@@ -126,7 +157,10 @@ def parse_mentions(text: str, ignore_ids: tuple[int, ...] = STRUCTURE_NYU40_IDS)
     for k, (s, e, ids) in enumerate(found):
         if all(x in ignore_ids for x in ids):
             continue
-        out.append(Mention(" ".join(tokens[s:e]), ids, attached.get(k), s))
+        sup = 0
+        for j in range(max(0, s - 3), s):
+            sup = SUPERLATIVES.get(tokens[j], sup)
+        out.append(Mention(" ".join(tokens[s:e]), ids, attached.get(k), s, e, sup))
     return out
 
 
