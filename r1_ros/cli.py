@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "r1_core.data.cli",
     "r1_core.eval.viz_cli",
     "training.cli",
+    "r1_core.views.cli",
 ]
 
 
