@@ -31,8 +31,9 @@ def brute_keys(depth, T, cfg: BankConfig):
     """Voxel keys of the frame's strided pixels, by an independent loop over pixels."""
     keys = set()
     H, W = depth.shape
-    for r in range(0, H, cfg.sample_stride):
-        for c in range(0, W, cfg.sample_stride):
+    stride = cfg.stride_for(W)
+    for r in range(0, H, stride):
+        for c in range(0, W, stride):
             z = float(depth[r, c])
             if not (cfg.min_depth_m <= z <= cfg.max_depth_m) or z == 0:
                 continue
@@ -51,7 +52,7 @@ def bank_keys(bank: KeyframeBank, i: int):
 
 def test_voxel_sets_match_brute_force():
     w = world()
-    cfg = BankConfig(store_width=0)
+    cfg = BankConfig(store_width=0, sample_columns=40)      # stride 4 at 160 px
     bank = KeyframeBank(cfg)
     frames = [frame(w, a) for a in (0, 60, 150)]
     for i, (c, d, T) in enumerate(frames):
@@ -186,7 +187,7 @@ def test_byte_bound_and_memory_accounting():
 
 def test_table_compacts_and_stays_exact():
     w = world()
-    bank = KeyframeBank(BankConfig(max_keyframes=2, min_new_fraction=0.0, voxel_size=0.02, sample_stride=2))
+    bank = KeyframeBank(BankConfig(max_keyframes=2, min_new_fraction=0.0, voxel_size=0.02, sample_columns=80))
     frames = _spin_frames(w, 12)
     for i, (c, d, T) in enumerate(frames):
         bank.offer(c, d, K, T, float(i))

@@ -92,13 +92,16 @@ def render(world: BoxWorld, K: np.ndarray, T: np.ndarray, W=160, H=120, max_dept
 
 
 def object_fraction_visible(world: BoxWorld, inst: int, K, T, W=160, H=120, n=2000, seed=0) -> float:
-    """Ground truth: fraction of points sampled on the object's surface that the camera sees."""
+    """Ground truth: fraction of points sampled on the object's surface (all faces but the
+    bottom, which stands on the floor) that the camera sees: projected onto a pixel showing the
+    object at that depth."""
     i = world.inst.index(inst)
     lo, hi = world.lo[i], world.hi[i]
     rng = np.random.default_rng(seed)
     pts = rng.uniform(lo, hi, (n, 3))
-    ax = rng.integers(0, 3, n)
-    side = rng.integers(0, 2, n)
+    face = rng.integers(0, 5, n)                  # -x +x -y +y +z
+    ax = np.array([0, 0, 1, 1, 2])[face]
+    side = np.array([0, 1, 0, 1, 1])[face]
     pts[np.arange(n), ax] = np.where(side == 1, hi[ax], lo[ax])
     _, depth, im = render(world, K, T, W, H)
     Rt = T[:3, :3].T
@@ -107,5 +110,5 @@ def object_fraction_visible(world: BoxWorld, inst: int, K, T, W=160, H=120, n=20
     u = np.rint(K[0, 0] * cam[:, 0] / np.where(z > 0, z, 1) + K[0, 2]).astype(int)
     v = np.rint(K[1, 1] * cam[:, 1] / np.where(z > 0, z, 1) + K[1, 2]).astype(int)
     ok = (z > 0.05) & (u >= 0) & (v >= 0) & (u < W) & (v < H)
-    ok[ok] &= im[v[ok], u[ok]] == inst
+    ok[ok] &= (im[v[ok], u[ok]] == inst) & (np.abs(depth[v[ok], u[ok]] - z[ok]) < 0.03)
     return float(ok.mean())

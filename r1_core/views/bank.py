@@ -9,7 +9,8 @@
 A frame is kept when it (1) moved: translation >= `min_translation_m` OR rotation >=
 `min_rotation_deg` from the last keyframe, AND (2) adds coverage: at least
 `min_new_fraction` of the map voxels it sees (from a subsampled back-projection of its depth)
-are seen by no keyframe in the bank. Each keyframe stores its colour and depth (downscaled to
+are seen by no keyframe in the bank (voxel sets from a back-projection of every
+`stride_for(width)`-th pixel). Each keyframe stores its colour and depth (downscaled to
 `store_width` to bound memory; K scaled with them), pose, K and its visible voxel set.
 
 Bounds: at most `max_keyframes` keyframes and `max_bytes` bytes (images + voxel sets + the
@@ -46,7 +47,7 @@ class BankConfig:
     max_bytes: int = 256 * 2**20            # memory bound (images, voxel sets, voxel table)
     store_width: int = 320                  # colour/depth kept at this width (aspect kept); 0 = as given
     voxel_size: float = 0.05                # voxel edge (m) of the visible-voxel sets
-    sample_stride: int = 4                  # back-projection pixel stride for the voxel sets
+    sample_columns: int = 160               # voxel sets from a back-projection of ~this many columns
     min_depth_m: float = 0.1                # depth outside [min, max] is ignored
     max_depth_m: float = 6.0
     min_translation_m: float = 0.25         # pose gate (either one suffices) ...
@@ -58,7 +59,7 @@ class BankConfig:
     def __post_init__(self) -> None:
         if self.eviction not in EVICTIONS:
             raise ValueError(f"unknown eviction {self.eviction!r}; choose one of {list(EVICTIONS)}")
-        for name in ("max_keyframes", "max_bytes", "sample_stride"):
+        for name in ("max_keyframes", "max_bytes", "sample_columns"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"bank.{name} must be > 0, got {getattr(self, name)}")
         if self.store_width < 0:
@@ -69,6 +70,12 @@ class BankConfig:
             raise ValueError(f"bank: need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m}, {self.max_depth_m}")
         if not 0.0 <= self.min_new_fraction <= 1.0:
             raise ValueError(f"bank.min_new_fraction must be in [0, 1], got {self.min_new_fraction}")
+
+    def stride_for(self, width: int) -> int:
+        """Pixel stride of the voxel-set sample for images `width` wide. Fixed in angle, not in
+        pixels: samples must stay closer than a voxel at room distances, or two near-identical
+        views sample different voxels and their overlap (redundancy, coverage) reads low."""
+        return max(1, int(round(width / self.sample_columns)))
 
 
 @dataclass(frozen=True)
@@ -335,7 +342,8 @@ class KeyframeBank:
                 with self._lock:
                     self.stats["rejected_pose"] += 1
                 return False
-        pts, pix_rgb = sample_points(color, depth_m, K, T, cfg.sample_stride, cfg.min_depth_m, cfg.max_depth_m)
+        pts, pix_rgb = sample_points(color, depth_m, K, T, cfg.stride_for(depth_m.shape[1]), cfg.min_depth_m,
+                                     cfg.max_depth_m)
         keys = voxel_keys(pts, cfg.voxel_size)
         keys, inv = np.unique(keys, return_inverse=True)
         if keys.size < cfg.min_voxels:
