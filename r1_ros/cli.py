@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "r1_core.eval.viz_cli",
     "training.cli",
     "r1_core.views.cli",
+    "r1_ros.bringup",
 ]
 
 

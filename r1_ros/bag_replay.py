@@ -1,0 +1,221 @@
+"""bag_replay: publish a recorded rosbag2 (mcap or sqlite3) as the live sensors would.
+
+    r1 node bag_replay --ros-args -p bag:=~/.cache/r1/demo/demo_bag -p rate:=1.0 -p loop:=true
+
+Reads with rosbags and forwards each record's CDR bytes unchanged (`publish(raw)`: no
+deserialisation) on the recorded topic names, paced by the recorded times divided by `rate`.
+`restamp` shifts every header stamp (and every transform stamp of tf2_msgs/TFMessage) by
+(now - start of the pass), so a replayed run looks live and time keeps moving forward across
+`loop`s; for messages that start with a std_msgs/Header the stamp is patched in the CDR bytes
+in place (it sits right after the 4-byte encapsulation header), TFMessage is re-serialised.
+`start_paused` waits for ~/resume (std_srvs/Trigger); ~/pause pauses. /tf_static is published
+transient-local as tf2 does; other topics reliable (images ~1 MB: see qos.py).
+"""
+from __future__ import annotations
+
+import importlib
+import struct
+import threading
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+
+from r1_ros import qos
+from r1_ros.configs import BagReplayConfig, resolve_path
+from r1_ros.params import DataclassParameters
+from r1_ros.runtime import run_node
+
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image (ValueError naming the type if absent)."""
+    pkg, kind, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"message type {msgtype} is not installed here ({e})") from None
+
+
+def shift_header_stamp(raw: bytes, offset_ns: int) -> bytes:
+    """CDR bytes of a message whose first field is std_msgs/Header, with header.stamp shifted
+    by offset_ns (the stamp is int32 sec + uint32 nanosec at bytes 4..12)."""
+    if len(raw) < 12:
+        raise ValueError(f"CDR message of {len(raw)} bytes is too short for a header")
+    end = "<" if raw[1] & 1 else ">"          # encapsulation kind: CDR_LE = 0x0001, CDR_BE = 0x0000
+    sec, nsec = struct.unpack_from(end + "iI", raw, 4)
+    t = sec * 1_000_000_000 + nsec + offset_ns
+    if t < 0:
+        raise ValueError(f"restamped time {t} ns is negative")
+    out = bytearray(raw)
+    struct.pack_into(end + "iI", out, 4, t // 1_000_000_000, t % 1_000_000_000)
+    return bytes(out)
+
+
+class Restamper:
+    """Shifts the stamps of one bag's messages (see module docstring)."""
+
+    def __init__(self, typestore):
+        self.ts = typestore
+        self._header_first: dict[str, bool] = {}
+
+    def header_first(self, msgtype: str) -> bool:
+        hit = self._header_first.get(msgtype)
+        if hit is None:
+            fields = self.ts.fielddefs[msgtype][1]
+            hit = bool(fields) and fields[0][1][1] == "std_msgs/msg/Header"
+            self._header_first[msgtype] = hit
+        return hit
+
+    def __call__(self, raw: bytes, msgtype: str, offset_ns: int) -> bytes:
+        if offset_ns == 0:
+            return raw
+        if self.header_first(msgtype):
+            return shift_header_stamp(raw, offset_ns)
+        if msgtype == TF_TYPE:
+            msg = self.ts.deserialize_cdr(raw, msgtype)
+            for tr in msg.transforms:
+                t = tr.header.stamp.sec * 1_000_000_000 + tr.header.stamp.nanosec + offset_ns
+                tr.header.stamp.sec, tr.header.stamp.nanosec = t // 1_000_000_000, t % 1_000_000_000
+            return bytes(self.ts.serialize_cdr(msg, msgtype))
+        return raw
+
+
+class BagReplayNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("bag_replay", **kwargs)
+        self.params = DataclassParameters(self, BagReplayConfig, on_change=self._on_config)
+        cfg = self.cfg = self.params.config
+        if not cfg.bag:
+            raise ValueError("bag_replay: parameter 'bag' is empty; give a rosbag2 directory (bag:=/path/to/bag)")
+        from rosbags.highlevel import AnyReader, AnyReaderError
+
+        from r1_core.data.bags import typestore
+
+        self.path = resolve_path(cfg.bag)
+        if not self.path.exists():
+            raise ValueError(f"bag_replay: bag not found: {self.path}")
+        self.ts = typestore()
+        self.reader = AnyReader([Path(self.path)], default_typestore=self.ts)
+        try:
+            self.reader.open()
+        except (AnyReaderError, OSError) as e:
+            raise ValueError(f"bag_replay: cannot open {self.path} as a rosbag2: {type(e).__name__}: {e}") from None
+        conns = self.reader.connections
+        topics = {c.topic for c in conns}
+        missing = [t for t in cfg.topics if t not in topics]
+        if missing:
+            raise ValueError(f"bag_replay: topics {missing} are not in {self.path}; it has {sorted(topics)}")
+        self.connections = [c for c in conns if not cfg.topics or c.topic in cfg.topics]
+        self.publishers_ = {}
+        for c in self.connections:
+            if c.topic in self.publishers_:
+                continue
+            if c.msgtype == TF_TYPE:
+                profile = qos.TF_STATIC if c.topic.endswith("tf_static") else qos.TF
+            else:
+                profile = qos.sensor(cfg.qos_depth)
+            self.publishers_[c.topic] = self.create_publisher(message_class(c.msgtype), c.topic, profile)
+        self.restamp = Restamper(self.ts)
+        self.published = 0
+        self.passes = 0
+        self.finished = threading.Event()
+        self._paused = threading.Event()
+        if cfg.start_paused:
+            self._paused.set()
+        self._stop = threading.Event()
+        self._rate_changed = threading.Event()
+        from std_srvs.srv import Trigger
+
+        self.create_service(Trigger, "~/resume", self._srv_resume)
+        self.create_service(Trigger, "~/pause", self._srv_pause)
+        self._thread = threading.Thread(target=self._run, name="r1-replay", daemon=True)
+        n = sum(c.msgcount for c in self.connections)
+        self.get_logger().info(f"replaying {self.path} ({n} messages on {len(self.publishers_)} topics) at "
+                               f"{cfg.rate}x{', looping' if cfg.loop else ''}{', restamped' if cfg.restamp else ''}"
+                               f"{'; paused until ~/resume' if cfg.start_paused else ''}")
+
+    def _on_config(self, cfg: BagReplayConfig) -> None:
+        if cfg.rate != self.cfg.rate:
+            self._rate_changed.set()
+        self.cfg = cfg
+
+    def start(self) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._paused.clear()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10.0)
+        self.reader.close()
+
+    def _srv_resume(self, req, res):
+        was = self._paused.is_set()
+        self._paused.clear()
+        res.success, res.message = True, "resumed" if was else "was not paused"
+        return res
+
+    def _srv_pause(self, req, res):
+        self._paused.set()
+        res.success, res.message = True, "paused"
+        return res
+
+    def _wait_for_subscribers(self) -> None:
+        deadline = time.monotonic() + self.cfg.wait_subscribers_s
+        while not self._stop.is_set():
+            missing = [t for t, pub in self.publishers_.items() if pub.get_subscription_count() == 0]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                self.get_logger().warning(f"no subscriber on {missing} after {self.cfg.wait_subscribers_s} s; "
+                                          f"replaying anyway")
+                return
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        start = self.reader.start_time + int(self.cfg.start_offset_s * 1e9)
+        self._wait_for_subscribers()
+        while not self._stop.is_set():
+            while self._paused.is_set() and not self._stop.is_set():
+                time.sleep(0.02)
+            offset = self.get_clock().now().nanoseconds - start if self.cfg.restamp else 0
+            anchor_wall, anchor_bag = time.monotonic(), start
+            for conn, t_ns, raw in self.reader.messages(connections=self.connections, start=start):
+                if self._stop.is_set():
+                    return
+                if self._paused.is_set():
+                    paused_at = time.monotonic()
+                    while self._paused.is_set() and not self._stop.is_set():
+                        time.sleep(0.02)
+                    anchor_wall += time.monotonic() - paused_at
+                    if self.cfg.restamp:
+                        offset += int((time.monotonic() - paused_at) * 1e9)
+                if self._rate_changed.is_set():        # re-anchor at the current position
+                    self._rate_changed.clear()
+                    anchor_wall, anchor_bag = time.monotonic(), t_ns
+                due = anchor_wall + (t_ns - anchor_bag) * 1e-9 / self.cfg.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                    if self._stop.is_set():
+                        return
+                self.publishers_[conn.topic].publish(self.restamp(bytes(raw), conn.msgtype, offset))
+                self.published += 1
+            self.passes += 1
+            if not self.cfg.loop:
+                break
+        self.get_logger().info(f"replay finished: {self.published} messages in {self.passes} pass(es)")
+        self.finished.set()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(BagReplayNode, args, threads=2)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv))

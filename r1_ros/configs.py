@@ -1,0 +1,221 @@
+"""Typed configs of the r1 ROS nodes (ROS-free: loadable and testable without rclpy).
+
+    from r1_ros.configs import FusionNodeConfig, load_node_config
+    cfg = load_node_config(FusionNodeConfig, "config/nodes.yaml", "rgbd_fusion")
+
+One dataclass per node. `config/nodes.yaml` is a standard ROS 2 parameters file
+(`<node>: ros__parameters: {...}`, plus `/**` for settings every node shares); its nested
+mappings are the nested dataclasses here, so the same file feeds `ros2 launch`, `r1 up` and
+`load_config`. Every field carries `metadata` with its help text, its numeric range (turned
+into a ParameterDescriptor range by r1_ros.params) and whether it may change at run time.
+Nested r1_core configs (FusionConfig, BankConfig, SelectorConfig, ServiceConfig) are declared
+the same way, with help texts from CORE_PARAM_DOCS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from r1_core.config import ConfigError, load_config, read_yaml
+from r1_core.geometry.fusion import FusionConfig
+from r1_core.service import ServiceConfig
+from r1_core.views.bank import BankConfig
+from r1_core.views.select import SelectorConfig
+
+from r1_ros.graph import DEFAULT_CHECKPOINT, DEPTH_SOURCES  # noqa: E402  (light module; launch reads it)
+
+POSE_SOURCES = ("tf", "pose", "odometry")
+
+
+def p(default: Any = dataclasses.MISSING, help: str = "", range: tuple | None = None,
+      dynamic: bool = False, factory: Any = None) -> Any:
+    """A dataclass field with ROS parameter metadata: help text, (lo, hi) range, and
+    whether it may change while the node runs (dynamic) or is read-only after start."""
+    meta = {"help": help, "range": range, "dynamic": dynamic}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+@dataclass
+class FusionNodeConfig:
+    """rgbd_fusion: synchronisation, pose, fusion map, keyframes and publishing."""
+
+    map_frame: str = p("map", "fixed frame of the fused map (REP 105); clouds and keyframes are published in it")
+    depth_source: str = p("topic", "topic: a registered depth image topic; estimated: metric depth predicted from "
+                                   "colour by Depth Anything (RGB-only cameras)")
+    pose_source: str = p("tf", "tf: map -> image frame from /tf and /tf_static; pose: a PoseStamped topic; "
+                               "odometry: an Odometry topic (both composed with /tf_static to the image frame)")
+    pose_child_frame: str = p("", "pose/odometry: frame whose pose the topic carries ('' = Odometry child_frame_id, "
+                                  "or the image frame for PoseStamped)")
+    sync_tolerance_s: float = p(0.02, "colour/depth/camera_info stamps closer than this are one frame",
+                                (0.0, 1.0), dynamic=True)
+    frame_wait_s: float = p(0.2, "how long a frame waits for its camera_info and pose to arrive before it is "
+                                 "dropped (no_camera_info / stale_pose)", (0.0, 5.0), dynamic=True)
+    max_pose_age_s: float = p(0.1, "a pose this much older (or newer) than the frame is still used; beyond: "
+                                   "stale_pose", (0.0, 10.0), dynamic=True)
+    tf_cache_s: float = p(10.0, "transform history kept per frame (seconds)", (0.5, 600.0))
+    queue_size: int = p(30, "frames waiting for fusion; when full the oldest is dropped (reason: overload)",
+                        (1, 1000))
+    max_image_pixels: int = p(4096 * 3072, "images with more pixels are dropped unread (reason: too_large)",
+                              (1, 1 << 28), dynamic=True)
+    cloud_rate_hz: float = p(1.0, "fused cloud publishing rate (only when the map changed)", (0.01, 30.0),
+                             dynamic=True)
+    status_rate_hz: float = p(2.0, "FusionStatus publishing rate", (0.1, 50.0))
+    log_throttle_s: float = p(30.0, "each kind of dropped frame is logged once, then at most once per this period",
+                              (0.0, 86400.0), dynamic=True)
+    publish_keyframes: bool = p(True, "publish keyframes (r1_msgs/Keyframe) accepted by the keyframe bank")
+    keyframe_history: int = p(20, "keyframes kept for late subscribers (transient-local depth)", (1, 1000))
+    depth_model_path: str = p("", "depth_source=estimated: local Depth Anything (metric) checkpoint directory")
+    depth_model_tiny: bool = p(False, "depth_source=estimated: random-init tiny Depth Anything (tests only)")
+    fusion: FusionConfig = p(help="fusion map", factory=FusionConfig)
+    bank: BankConfig = p(help="keyframe bank (the keyframe criterion)", factory=BankConfig)
+
+    def __post_init__(self) -> None:
+        _choice("depth_source", self.depth_source, DEPTH_SOURCES)
+        _choice("pose_source", self.pose_source, POSE_SOURCES)
+        if self.depth_source == "estimated" and not (self.depth_model_path or self.depth_model_tiny):
+            raise ValueError("depth_source 'estimated' needs depth_model_path (a local Depth Anything dir)")
+        for n in ("cloud_rate_hz", "status_rate_hz", "tf_cache_s"):
+            _positive(n, getattr(self, n))
+
+
+@dataclass
+class ViewSelectorNodeConfig:
+    """view_selector: a keyframe bank fed by the keyframe topic, serving SelectViews."""
+
+    map_frame: str = p("map", "frame of keyframe poses")
+    default_k: int = p(4, "views returned when a request asks for k = 0", (1, 64), dynamic=True)
+    bank: BankConfig = p(help="keyframe bank bounds (keyframes arrive already gated by rgbd_fusion)",
+                         factory=BankConfig)
+    selector: SelectorConfig = p(help="view selection (r1_core.views)", factory=SelectorConfig)
+
+
+@dataclass
+class ModelSource:
+    """Which model the reasoner loads."""
+
+    checkpoint: str = p(DEFAULT_CHECKPOINT, "r1 checkpoint directory (package:// URIs resolve in installed "
+                                            "packages); the default is the bundled R1-nano")
+    preset: str = p("", "when set (e.g. smollm2-135m), build this backbone preset with untrained "
+                        "encoder/projector instead of loading the checkpoint")
+    dtype: str = p("float32", "float32 | bfloat16 | float16")
+
+
+@dataclass
+class ReasonerNodeConfig:
+    """scene_reasoner: model, request service, in-process view selection, markers."""
+
+    map_frame: str = p("map", "frame of the scene cloud and of answer boxes")
+    autostart: bool = p(True, "configure and activate at start (no lifecycle manager needed)")
+    device: str = p("cpu", "torch device of the model: cpu | cuda | cuda:N")
+    model: ModelSource = p(help="model", factory=ModelSource)
+    service: ServiceConfig = p(help="request queue, batching, timeouts, generation", factory=ServiceConfig)
+    bank: BankConfig = p(help="keyframe bank bounds (keyframes arrive already gated by rgbd_fusion)",
+                         factory=BankConfig)
+    selector: SelectorConfig = p(help="view selection (r1_core.views)", factory=SelectorConfig)
+    marker_lifetime_s: float = p(0.0, "lifetime of answer markers (0 = until the next answer)", (0.0, 3600.0),
+                                 dynamic=True)
+
+    def __post_init__(self) -> None:
+        dev = self.device
+        if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ValueError(f"unknown device {dev!r}; choose one of ['cpu', 'cuda', 'cuda:N']")
+
+
+@dataclass
+class BagReplayConfig:
+    """bag_replay: publish a recorded rosbag2 like the live sensors."""
+
+    bag: str = p("", "rosbag2 directory (mcap or sqlite3) to replay")
+    rate: float = p(1.0, "playback speed factor (1 = as recorded)", (0.01, 100.0), dynamic=True)
+    loop: bool = p(False, "start again at the end")
+    restamp: bool = p(True, "rewrite header/transform stamps to the current time (keeps time moving forward "
+                            "across loops)")
+    start_paused: bool = p(False, "wait for ~/resume before publishing")
+    start_offset_s: float = p(0.0, "skip this much of the bag's beginning", (0.0, 1e6))
+    wait_subscribers_s: float = p(10.0, "before the first message, wait up to this long until every replayed "
+                                        "topic has a subscriber (messages published before discovery are lost)",
+                                  (0.0, 3600.0))
+    topics: list[str] = p(help="topics to publish (empty = all)", factory=list)
+    qos_depth: int = p(30, "publisher history depth (reliable)", (1, 1000))
+
+    def __post_init__(self) -> None:
+        _positive("rate", self.rate)
+
+
+NODE_CONFIGS: dict[str, type] = {
+    "rgbd_fusion": FusionNodeConfig,
+    "view_selector": ViewSelectorNodeConfig,
+    "scene_reasoner": ReasonerNodeConfig,
+    "bag_replay": BagReplayConfig,
+}
+
+
+def downstream_bank(cfg: BankConfig) -> BankConfig:
+    """The bank of a keyframe *consumer*: rgbd_fusion already applied the keyframe criterion
+    (pose gate + new coverage), so consumers keep every keyframe they receive (gates off) and
+    only apply the bounds and eviction rule, ending with the same set as the producer."""
+    return dataclasses.replace(cfg, min_translation_m=0.0, min_rotation_deg=0.0, min_new_fraction=0.0)
+
+
+def node_parameters(data: Mapping[str, Any], node: str, origin: str = "parameters") -> dict:
+    """The parameters a ROS 2 params mapping gives `node`: `/**` merged with `<node>` (and
+    `/<node>`), the node's own values winning."""
+    out: dict = {}
+
+    def merge(a: dict, b: Mapping) -> dict:
+        for k, v in b.items():
+            a[k] = merge(dict(a.get(k) or {}), v) if isinstance(v, Mapping) and isinstance(a.get(k), Mapping) else v
+        return a
+
+    for key in ("/**", node, f"/{node}"):
+        section = data.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, Mapping) or "ros__parameters" not in section:
+            raise ConfigError(f"{origin}: section {key!r} must hold a 'ros__parameters' mapping")
+        merge(out, section["ros__parameters"] or {})
+    return out
+
+
+def load_node_config(cls: type, source: str | Path | Mapping[str, Any] | None, node: str,
+                     overrides: Mapping[str, Any] | None = None) -> Any:
+    """Build a node config from a ROS 2 parameters file (or mapping) for `node`."""
+    if source is None:
+        data: Mapping = {}
+        origin = "defaults"
+    elif isinstance(source, Mapping):
+        data, origin = source, "mapping"
+    else:
+        data, origin = read_yaml(source), str(source)
+    params = node_parameters(data, node, origin)
+    try:
+        return load_config(cls, params, overrides=overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{origin} [{node}]: {e}") from None
+
+
+def resolve_path(path: str) -> Path:
+    """A filesystem path from a parameter: `package://<python package>/<rest>` resolves inside
+    the installed package; `~` expands."""
+    if path.startswith("package://"):
+        pkg, _, rest = path[len("package://"):].partition("/")
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(f"{path}: python package {pkg!r} is not installed")
+        return Path(list(spec.submodule_search_locations)[0]) / rest
+    return Path(path).expanduser()

@@ -1,0 +1,83 @@
+"""Process plumbing shared by the r1 nodes: start rclpy with DDS on loopback, spin a
+MultiThreadedExecutor in a thread, stop cleanly on SIGINT/SIGTERM.
+
+    def main(args=None):
+        return run_node(RgbdFusionNode, args, threads=4)
+
+Shutdown order (ROS2_NOTES.md): the node's own worker threads stop first (`node.close()`),
+then the executor is shut down and its thread joined, then the node is destroyed and rclpy
+shut down - joining before rclpy.shutdown() avoids `terminate called without an active
+exception`. rclpy's own signal handlers are off so that this order is ours; a second SIGINT
+during shutdown is ignored.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Callable
+
+from r1_ros.dds import ensure_local_dds
+
+
+def run_node(factory: Callable[[], object], args: list[str] | None = None, threads: int = 4) -> int:
+    """Create the node, spin it until SIGINT/SIGTERM or `node.stop_requested` is set; 0 on a
+    clean stop, 2 when the node could not start (the reason is logged). A node may ask for
+    more executor threads with an `executor_threads` attribute."""
+    ensure_local_dds()
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    node = None
+    executor = None
+    spin = None
+    rc = 0
+    try:
+        try:
+            node = factory()
+        except ValueError as e:       # ConfigError and friends: a clear message, no traceback
+            print(f"[r1] cannot start: {e}", file=sys.stderr, flush=True)
+            return 2
+        requested = getattr(node, "stop_requested", None)
+        executor = MultiThreadedExecutor(num_threads=getattr(node, "executor_threads", threads))
+        executor.add_node(node)
+        spin = threading.Thread(target=executor.spin, name="r1-executor", daemon=True)
+        spin.start()
+        start = getattr(node, "start", None)
+        if start is not None:
+            try:
+                start()
+            except ValueError as e:
+                node.get_logger().error(f"cannot start: {e}")
+                rc = 2
+                stop.set()
+        while not stop.wait(0.2):
+            if requested is not None and requested.is_set():
+                rc = getattr(node, "exit_code", 0)
+                break
+        node.get_logger().info("shutting down")
+    finally:
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+        if executor is not None:
+            executor.shutdown()
+        if spin is not None:
+            spin.join()
+        if node is not None:
+            node.destroy_node()
+        rclpy.shutdown()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return rc
