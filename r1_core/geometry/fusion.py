@@ -73,7 +73,7 @@ FORMAT_NAME = "r1-fusion-map"
 FORMAT_VERSION = 1
 KEY_BITS = 21
 KEY_OFFSET = 1 << (KEY_BITS - 1)          # voxel coordinate v is stored as v + 2**20
-KEY_LIMIT = KEY_OFFSET - 1
+KEY_LIMIT = KEY_OFFSET - 2             # |voxel coordinate| limit; +-1 neighbours stay in range
 _EMPTY = np.int64(-1)
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 
@@ -90,6 +90,8 @@ class FusionConfig:
     edge_threshold: float = 0.05        # flying-pixel filter: relative depth jump to a 4-neighbour; 0 = off
     weighting: str = "uniform"          # per-pixel weight: uniform | inverse_depth_squared (1/z^2)
     min_observations: int = 2           # frames a voxel must be seen in to appear in snapshots
+    support_ratio: float = 0.5          # snapshot: drop voxels lighter than this x their heaviest 26-neighbour (0 = off)
+    project: bool = True                # snapshot: project points onto their 3x3x3 neighbourhood plane
     max_voxels: int = 2_000_000         # voxel cap (memory: ~90 B/voxel CPU, ~110 B/voxel CUDA)
     evict_fraction: float = 0.1         # on overflow, evict down to max_voxels * (1 - evict_fraction)
     crop_min: Optional[tuple[float, float, float]] = None   # map-frame crop box (both or neither)
@@ -110,6 +112,8 @@ class FusionConfig:
             raise ValueError(f"edge_threshold must be >= 0 (0 disables), got {self.edge_threshold}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {list(WEIGHTINGS)}")
+        if not (0 <= self.support_ratio <= 1):
+            raise ValueError(f"support_ratio must be in [0, 1] (0 disables), got {self.support_ratio}")
         if self.min_observations < 1:
             raise ValueError(f"min_observations must be >= 1, got {self.min_observations}")
         if self.max_voxels < 1:
@@ -317,17 +321,31 @@ class FusionMap:
     def __len__(self) -> int:
         return self._backend.num_voxels()
 
-    def snapshot(self, min_observations: int | None = None) -> np.ndarray:
-        """(N, 6) float32: mean xyz (map frame, metres) and mean rgb (0..255) of every voxel seen in
-        at least `min_observations` frames (default: the config's), sorted by voxel key."""
+    def snapshot(self, min_observations: int | None = None, refine: bool | None = None) -> np.ndarray:
+        """(N, 6) float32 xyz (map frame, metres) + rgb (0..255), one point per voxel seen in at least
+        `min_observations` frames (default: the config's), sorted by voxel key.
+
+        With refinement (config `support_ratio` / `project`, on by default; `refine=False` gives
+        the raw voxel means), voxels lighter than support_ratio x their heaviest 26-neighbour are
+        dropped - the thin shells that depth noise leaves in front of and behind a surface - and
+        each point is moved along the normal onto the plane fitted (weighted) to its 3x3x3
+        neighbourhood of voxel means. When depth noise is as large as a voxel, samples that land
+        in a voxel are a truncated slice of the noise, which pulls every mean towards the voxel
+        centre (a bias of up to half a voxel); the neighbourhood plane spans the noise and
+        removes it. Costs ~1 s per 500k voxels on 2 cores (numpy); see `refine_voxels`."""
         keys, sums, obs, _ = self._backend.state()
         m = self.config.min_observations if min_observations is None else min_observations
         sel = obs >= m
         keys, sums = keys[sel], sums[sel]
         order = np.argsort(keys, kind="stable")
-        sums = sums[order]
-        out = (sums[:, 1:7] / sums[:, :1]).astype(np.float32)
-        return out
+        keys, sums = keys[order], sums[order]
+        out = (sums[:, 1:7] / sums[:, :1])
+        do = (self.config.support_ratio > 0 or self.config.project) if refine is None else refine
+        if do and len(keys):
+            keep, xyz = refine_voxels(keys, sums[:, 0], out[:, :3], self.config.support_ratio, self.config.project)
+            out[:, :3] = xyz
+            out = out[keep]
+        return out.astype(np.float32)
 
     def snapshot_records(self, min_observations: int | None = None) -> np.ndarray:
         """The snapshot as a PointCloud2-ready structured array (x, y, z float32, rgb float32 with the
@@ -576,6 +594,69 @@ class _CpuBackend:
         evicted = self.n - len(keep)
         self.set_state(keys[keep], sums[keep], obs[keep], last[keep])
         return evicted
+
+
+def refine_voxels(keys: np.ndarray, weight: np.ndarray, xyz: np.ndarray, support_ratio: float,
+                  project: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Snapshot refinement over sorted unique `keys` with voxel weights and means xyz (M, 3):
+    returns (keep mask, refined xyz). keep: weight >= support_ratio x max weight of the 26
+    neighbours. xyz: if `project`, each mean moved onto the weighted least-squares plane of the
+    means in its 3x3x3 neighbourhood (itself included); else unchanged.
+
+    Neighbours are found by binary search in the sorted keys: for each (dx, dy) one
+    np.searchsorted of key - 1 in z, and the z-neighbours follow in sorted order."""
+    M = len(keys)
+    w = weight.astype(np.float64)
+    px, py, pz = (np.ascontiguousarray(xyz[:, j], dtype=np.float64) for j in range(3))
+    nbmax = np.zeros(M)
+    if project:   # weighted sums of the means and their products over the neighbourhood (itself included)
+        W = w.copy()
+        Sx, Sy, Sz = w * px, w * py, w * pz
+        Sxx, Sxy, Sxz, Syy, Syz, Szz = Sx * px, Sx * py, Sx * pz, Sy * py, Sy * pz, Sz * pz
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            base = keys + ((dx << (2 * KEY_BITS)) + (dy << KEY_BITS) - 1)
+            pos = np.searchsorted(keys, base)
+            for dz in (0, 1, 2):                  # neighbours at z - 1, z, z + 1 are consecutive keys
+                q = np.minimum(pos, M - 1)
+                hit = keys[q] == base + dz
+                pos = pos + hit                   # the next z-neighbour sits after a found one
+                if dx == 0 and dy == 0 and dz == 1:
+                    continue                      # the voxel itself
+                wn = w.take(q)
+                wn *= hit
+                np.maximum(nbmax, wn, out=nbmax)
+                if project:
+                    xq, yq, zq = px.take(q), py.take(q), pz.take(q)
+                    W += wn
+                    t = wn * xq
+                    Sx += t; Sxx += t * xq; Sxy += t * yq; Sxz += t * zq
+                    t = wn * yq
+                    Sy += t; Syy += t * yq; Syz += t * zq
+                    t = wn * zq
+                    Sz += t; Szz += t * zq
+    keep = w >= support_ratio * nbmax
+    if not project:
+        return keep, xyz
+    k = np.flatnonzero(keep)                      # only kept voxels need their plane
+    W = W[k]
+    cx, cy, cz = Sx[k] / W, Sy[k] / W, Sz[k] / W
+    cov = np.empty((len(k), 3, 3))
+    cov[:, 0, 0] = Sxx[k] / W - cx * cx
+    cov[:, 0, 1] = cov[:, 1, 0] = Sxy[k] / W - cx * cy
+    cov[:, 0, 2] = cov[:, 2, 0] = Sxz[k] / W - cx * cz
+    cov[:, 1, 1] = Syy[k] / W - cy * cy
+    cov[:, 1, 2] = cov[:, 2, 1] = Syz[k] / W - cy * cz
+    cov[:, 2, 2] = Szz[k] / W - cz * cz
+    p = np.stack([px[k], py[k], pz[k]], 1)
+    c = np.stack([cx, cy, cz], 1)
+    evals, evecs = np.linalg.eigh(cov)
+    n = evecs[:, :, 0]                            # normal: the least-variance direction
+    planar = evals[:, 1] > 1e-12                  # fewer than 3 voxels or a line: keep the mean
+    off = ((p - c) * n).sum(1)
+    out = np.array(xyz, dtype=np.float64)
+    out[k] = np.where(planar[:, None], p - off[:, None] * n, p)
+    return keep, out.astype(xyz.dtype)
 
 
 def eviction_order(keys: np.ndarray, weight: np.ndarray, last_seen: np.ndarray) -> np.ndarray:
