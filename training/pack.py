@@ -68,7 +68,17 @@ def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> Keyfram
     renderer = make_renderer(room, cfg.render)
     rng = np.random.default_rng(cfg.seed)
     bank = KeyframeBank(cfg.bank)
-    for i, T in enumerate(walkthrough_poses(room, cfg.render, n_frames=cfg.frames, seed=cfg.seed)):
+    # A crowded room may leave no loop with the configured clearance: walk it closer to the
+    # furniture rather than leave the scene out (the camera still never enters geometry).
+    for clearance in (cfg.render.clearance, 0.25, 0.15):
+        try:
+            poses = walkthrough_poses(room, dataclasses.replace(cfg.render, clearance=clearance),
+                                      n_frames=cfg.frames, seed=cfg.seed)
+            break
+        except RuntimeError:
+            if clearance == 0.15:
+                raise
+    for i, T in enumerate(poses):
         view = renderer.render(T, rng=rng)
         bank.offer(view.color, view.depth, renderer.K, T, stamp=i / cfg.render.fps)
     return bank
