@@ -136,14 +136,14 @@ def test_near_duplicate_view_is_penalised():
     sel_red = DynamicSelector(bank, weights=ViewScorerWeights(WeightsConfig(text=1, coverage=0, region=0, redundancy=2)))
     sel_plain = DynamicSelector(bank, weights=ViewScorerWeights(WeightsConfig(text=1, coverage=0, region=0, redundancy=0)))
     s = sel_red.scores(q, scene_of(w))
-    first = int(np.argmax(s.features[:, 0]))
-    assert first in (0, 1)
-    dup = 1 - first
-    assert s.redundancy[dup, first] > 0.8
+    assert set(np.argsort(-s.features[:, 0])[:2]) == {0, 1}       # the pair sees the chair best
     picks_red = sel_red.select_indices(q, scene_of(w), 2)
     picks_plain = sel_plain.select_indices(q, scene_of(w), 2)
+    first = picks_red[0]
+    dup = 1 - first
+    assert first in (0, 1) and s.redundancy[dup, first] > 0.8
     assert sorted(picks_plain) == [0, 1]                  # without the term: the duplicate comes second
-    assert picks_red[0] == first and picks_red[1] != dup  # with it: something new instead
+    assert picks_red[1] != dup                            # with it: something new instead
 
 
 def _greedy_reference(base, R, w_red, k):

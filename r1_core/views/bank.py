@@ -31,7 +31,6 @@ import threading
 from dataclasses import dataclass, field
 import cv2
 import numpy as np
-from scipy import sparse
 
 from r1_core.data.rgbd import backproject
 
@@ -117,7 +116,8 @@ class BankSnapshot:
     flat_kf: np.ndarray                 # (sum M_i,) int32 keyframe index of each entry
     grid_order: np.ndarray              # live voxel ids sorted by their 2D grid cell (box queries)
     grid_keys: np.ndarray               # their cell keys cx * GRID_NY + cy, sorted
-    membership: sparse.csr_matrix       # (N, V) 1 where keyframe i sees voxel v
+    cell_keys: np.ndarray               # (C,) the distinct cell keys, sorted
+    cell_of: np.ndarray                 # (V,) dense cell index of each voxel (-1: not live)
     voxel_size: float = 0.05
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -175,9 +175,46 @@ class BankSnapshot:
 
     def counts_in(self, voxel_ids: np.ndarray) -> np.ndarray:
         """(N,) how many of `voxel_ids` (duplicates count once) each keyframe sees."""
-        mask = np.zeros(self.live.shape[0], np.float32)
-        mask[voxel_ids] = 1.0
-        return np.rint(self.membership @ mask).astype(np.int64)
+        mask = np.zeros(self.live.shape[0], bool)
+        mask[np.asarray(voxel_ids, np.int64)] = True
+        return np.bincount(self.flat_kf[mask[self.flat_ids]], minlength=len(self.keyframes))
+
+    def cells_near(self, boxes: np.ndarray, margin: float) -> np.ndarray:
+        """Dense indices of the grid cells (any height) that the boxes' footprints, grown by
+        `margin`, touch and that hold map voxels: the coarse region around objects."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
+        c, sn = np.abs(np.cos(boxes[:, 6])), np.abs(np.sin(boxes[:, 6]))
+        hx = 0.5 * (boxes[:, 3] * c + boxes[:, 4] * sn) + margin
+        hy = 0.5 * (boxes[:, 3] * sn + boxes[:, 4] * c) + margin
+        out = []
+        for b, ex, ey in zip(boxes, hx, hy):
+            rows = np.arange(_cell(b[0] - ex), _cell(b[0] + ex) + 1, dtype=np.int64) * GRID_NY
+            a = np.searchsorted(self.cell_keys, rows + _cell(b[1] - ey), side="left")
+            e = np.searchsorted(self.cell_keys, rows + _cell(b[1] + ey), side="right")
+            out += [np.arange(i, j) for i, j in zip(a, e) if j > i]
+        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+    def counts_in_cells(self, cells: np.ndarray) -> np.ndarray:
+        """(N,) how many voxels of the given cells each keyframe sees."""
+        table = self._cache.get("cell_counts")
+        if table is None:             # (C, N) dense: a few thousand cells x the keyframes
+            C, N = self.cell_keys.size, len(self.keyframes)
+            table = np.bincount(self.cell_of[self.flat_ids] * N + self.flat_kf, minlength=C * N)
+            table = self._cache["cell_counts"] = table.reshape(C, N).astype(np.int32)
+        return table[np.asarray(cells, np.int64)].sum(0, dtype=np.int64)
+
+    def color_indices(self, voxel_ids: np.ndarray) -> np.ndarray:
+        """vocab.COLOR_WORDS index of each voxel's mean colour (cached per snapshot)."""
+        from r1_core.views.vocab import color_indices
+
+        cache = self._cache.get("color_idx")
+        if cache is None:
+            cache = self._cache["color_idx"] = np.full(self.live.shape[0], -1, np.int16)
+        ids = np.asarray(voxel_ids, np.int64)
+        todo = ids[cache[ids] < 0]
+        if todo.size:
+            cache[todo] = color_indices(self.voxel_rgb[todo])
+        return cache[ids]
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -292,11 +329,11 @@ class KeyframeBank:
         self._overlap = np.zeros((0, 0), np.int32)
         # voxel table: id -> key / centre / count of keyframes seeing it / colour sum
         self._keys_sorted = np.zeros(0, np.int64)      # live+dead keys, sorted
-        self._ids_sorted = np.zeros(0, np.int64)       # their ids
+        self._ids_sorted = np.zeros(0, np.int32)       # their ids
         self._key = np.zeros(0, np.int64)
         self._center = np.zeros((0, 3), np.float32)
         self._count = np.zeros(0, np.int32)
-        self._rgb_sum = np.zeros((0, 3), np.float64)
+        self._rgb_sum = np.zeros((0, 3), np.float32)   # exact: sums of uint8 stay far below 2^24
         self._nvox = 0
         self._version = 0
         self._snapshot: BankSnapshot | None = None
@@ -398,14 +435,18 @@ class KeyframeBank:
             centers = self._center[:n].copy()
             cells = _cell(centers[live_ids, 0]) * GRID_NY + _cell(centers[live_ids, 1])
             order = np.argsort(cells, kind="stable")
-            membership = sparse.csr_matrix((np.ones(flat_ids.size, np.float32), flat_ids.astype(np.int64),
-                                            np.concatenate([[0], np.cumsum(sizes)])), shape=(len(kfs), n))
+            sorted_cells = cells[order]
+            first = np.concatenate([[True], sorted_cells[1:] != sorted_cells[:-1]]) if sorted_cells.size else \
+                np.zeros(0, bool)
+            cell_of = np.full(n, -1, np.int64)
+            cell_of[live_ids[order]] = np.cumsum(first) - 1
             rgb = np.zeros((n, 3), np.float32)
             rgb[live] = (self._rgb_sum[:n][live] / self._count[:n][live, None]).astype(np.float32)
             self._snapshot = BankSnapshot(
                 version=self._version, keyframes=kfs, sizes=sizes, overlap=self._overlap.copy(),
                 centers=centers, voxel_rgb=rgb, live=live, flat_ids=flat_ids, flat_kf=flat_kf,
-                grid_order=live_ids[order].astype(np.int64), grid_keys=cells[order], membership=membership,
+                grid_order=live_ids[order].astype(np.int64), grid_keys=sorted_cells,
+                cell_keys=sorted_cells[first], cell_of=cell_of,
                 voxel_size=self.cfg.voxel_size)
             return self._snapshot
 
@@ -439,7 +480,7 @@ class KeyframeBank:
                 self._key = np.resize(self._key, cap)
                 self._center = np.resize(self._center, (cap, 3))
                 self._count = np.concatenate([self._count[:self._nvox], np.zeros(cap - self._nvox, np.int32)])
-                self._rgb_sum = np.concatenate([self._rgb_sum[:self._nvox], np.zeros((cap - self._nvox, 3))])
+                self._rgb_sum = np.concatenate([self._rgb_sum[:self._nvox], np.zeros((cap - self._nvox, 3), np.float32)])
             new_ids = np.arange(self._nvox, need, dtype=np.int64)
             self._key[new_ids] = keys[new]
             self._center[new_ids] = key_centers(keys[new], self.cfg.voxel_size)
@@ -447,7 +488,7 @@ class KeyframeBank:
             ids = ids.copy()
             ids[new] = new_ids
             merged_k = np.concatenate([self._keys_sorted, keys[new]])
-            merged_i = np.concatenate([self._ids_sorted, new_ids])
+            merged_i = np.concatenate([self._ids_sorted, new_ids.astype(np.int32)])
             o = np.argsort(merged_k, kind="stable")
             self._keys_sorted, self._ids_sorted = merged_k[o], merged_i[o]
         return ids
@@ -495,6 +536,6 @@ class KeyframeBank:
         self._rgb_sum = self._rgb_sum[live].copy()
         self._nvox = live.size
         o = np.argsort(self._key, kind="stable")
-        self._keys_sorted, self._ids_sorted = self._key[o].copy(), o.astype(np.int64)
+        self._keys_sorted, self._ids_sorted = self._key[o].copy(), o.astype(np.int32)
         self._kfs = [Keyframe(k.keyframe_id, k.stamp, k.color, k.depth_mm, k.K, k.T_map_optical,
                               remap[k.voxel_ids].astype(np.int32), k.voxel_rgb) for k in self._kfs]

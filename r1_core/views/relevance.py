@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from r1_core.views.bank import BankSnapshot
-from r1_core.views.vocab import COLOR_WORDS, color_indices, parse_mentions, relation_between
+from r1_core.views.vocab import COLOR_WORDS, parse_mentions, relation_between
 
 if TYPE_CHECKING:
     from r1_core.model.r1model import SceneEncoding
@@ -105,8 +105,7 @@ def resolve_targets(query: "SceneQuery", scene: "SceneEncoding", snap: BankSnaps
         w = scores[cand].copy()
         if m.color is not None and cand.size:
             col = COLOR_WORDS.index(m.color)
-            frac = [float((color_indices(snap.voxel_rgb[v]) == col).mean()) if v.size else 0.0
-                    for v in voxels(cand)]
+            frac = [float((snap.color_indices(v) == col).mean()) if v.size else 0.0 for v in voxels(cand)]
             w *= cfg.color_floor + np.asarray(frac)
         return cand, w
 
@@ -215,25 +214,53 @@ def _projection_cache(snap: BankSnapshot) -> dict:
     return c
 
 
-def visible_points(snap: BankSnapshot, points: np.ndarray, tol_m: float, min_depth_m: float) -> np.ndarray:
+def visible_points(snap: BankSnapshot, points: np.ndarray, tol_m: float, min_depth_m: float,
+                   keyframes: np.ndarray | None = None) -> np.ndarray:
     """bool (N, M): keyframe n sees point m (M, 3): it projects into the image, in front of the
     camera, and the keyframe's depth there is not in front of it by more than `tol_m`.
-    float32 arithmetic; the pixel is the nearest one (round half up)."""
+    float32 arithmetic; the pixel is the nearest one (round half up). With `keyframes` (indices)
+    only those rows are computed, the others are False."""
     N, M = len(snap), points.shape[0]
+    out = np.zeros((N, M), bool)
     if N == 0 or M == 0:
-        return np.zeros((N, M), bool)
+        return out
     c = _projection_cache(snap)
-    cam = np.matmul(c["Rt"], points.T.astype(np.float32)) + c["t"][:, :, None]     # (N, 3, M)
+    sel = np.arange(N) if keyframes is None else np.asarray(keyframes, np.int64)
+    if sel.size == 0:
+        return out
+    cam = np.matmul(c["Rt"][sel], points.T.astype(np.float32)) + c["t"][sel, :, None]     # (n, 3, M)
     x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
     inv = 1.0 / np.maximum(z, np.float32(min_depth_m))
-    K = c["K"]
+    K = c["K"][sel]
     uf = (K[:, 0, 0, None] * x + K[:, 0, 1, None] * y) * inv + K[:, 0, 2, None]
     vf = K[:, 1, 1, None] * y * inv + K[:, 1, 2, None]
-    ok = (z > min_depth_m) & (uf >= -0.5) & (vf >= -0.5) & (uf < c["w"] - 0.5) & (vf < c["h"] - 0.5)
+    ok = (z > min_depth_m) & (uf >= -0.5) & (vf >= -0.5) & (uf < c["w"][sel] - 0.5) & (vf < c["h"][sel] - 0.5)
     ui = (np.where(ok, uf, 0) + 0.5).astype(np.int64)
     vi = (np.where(ok, vf, 0) + 0.5).astype(np.int64)
-    d = c["flat"][np.where(ok, c["offs"] + vi * c["wi"] + ui, 0)]
-    return ok & (d > 0) & (d >= (z - np.float32(tol_m)) * np.float32(1000.0))
+    d = c["flat"][np.where(ok, c["offs"][sel] + vi * c["wi"][sel] + ui, 0)]
+    out[sel] = ok & (d > 0) & (d >= (z - np.float32(tol_m)) * np.float32(1000.0))
+    return out
+
+
+def frustum_candidates(snap: BankSnapshot, centers: np.ndarray, radii: np.ndarray, min_depth_m: float) -> np.ndarray:
+    """Indices of keyframes whose view frustum may contain any of the spheres (R, 3), (R,): a
+    conservative test that spares projecting points into keyframes looking elsewhere."""
+    N = len(snap)
+    if N == 0 or len(centers) == 0:
+        return np.zeros(0, np.int64)
+    c = _projection_cache(snap)
+    cam = np.matmul(c["Rt"], centers.T.astype(np.float32)) + c["t"][:, :, None]          # (N, 3, R)
+    x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
+    K = c["K"]
+    # half-angle tangents of the image edges (left/right, top/bottom) per keyframe
+    tl = (K[:, 0, 2, None] + 0.5) / K[:, 0, 0, None]
+    tr = (c["w"] - 0.5 - K[:, 0, 2, None]) / K[:, 0, 0, None]
+    tt = (K[:, 1, 2, None] + 0.5) / K[:, 1, 1, None]
+    tb = (c["h"] - 0.5 - K[:, 1, 2, None]) / K[:, 1, 1, None]
+    r = radii[None, :].astype(np.float32)
+    ok = ((z + r > min_depth_m) & (x <= z * tr + r * np.sqrt(1 + tr * tr)) & (-x <= z * tl + r * np.sqrt(1 + tl * tl))
+          & (y <= z * tb + r * np.sqrt(1 + tb * tb)) & (-y <= z * tt + r * np.sqrt(1 + tt * tt)))
+    return np.nonzero(ok.any(1))[0]
 
 
 def visible_fraction(snap: BankSnapshot, points: np.ndarray, tol_m: float, min_depth_m: float) -> np.ndarray:
@@ -264,7 +291,10 @@ class ProposalRelevance:
         if len(targets) == 0:
             return np.zeros((len(snap), 0))
         pts = target_points(snap, targets, self.cfg.max_points_per_target, self.cfg.min_points_per_target)
-        vis = visible_points(snap, np.concatenate(pts), self.cfg.occlusion_tol_m, self.cfg.min_depth_m)
+        centers = np.stack([p.mean(0) for p in pts])
+        radii = np.array([np.linalg.norm(p - c, axis=1).max() for p, c in zip(pts, centers)]) + 1e-3
+        cand = frustum_candidates(snap, centers, radii, self.cfg.min_depth_m)
+        vis = visible_points(snap, np.concatenate(pts), self.cfg.occlusion_tol_m, self.cfg.min_depth_m, cand)
         starts = np.concatenate([[0], np.cumsum([len(p) for p in pts])[:-1]])
         return np.add.reduceat(vis, starts, axis=1) / np.array([len(p) for p in pts])
 

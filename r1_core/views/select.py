@@ -20,7 +20,7 @@ with learnable non-negative weights (ViewScorerWeights), and picks k views greed
   coverage_i  |V_i| / max_j |V_j|: how much of the scene the view sees (V_i = its map voxels)
   region_i    how much of the request-relevant region the view sees, normalised by the best
               view; the region = the map voxels (any height) in the 0.5 m grid cells within
-              region_margin_m of the target boxes' footprints (BankSnapshot.voxels_near)
+              region_margin_m of the target boxes' footprints (BankSnapshot.cells_near)
   redundancy  overlap with the views already chosen (S), recomputed after every pick
 
 The pick is argmax U_i(S) over unchosen views; ties go to the older keyframe, so selection is
@@ -89,7 +89,7 @@ class SelectorConfig:
     relation_scale_m: float = 0.5                # near/far relation re-weighting length scale
     min_proposal_score: float = 0.0              # proposals below this are ignored
     max_targets: int = 8                         # strongest target boxes kept per request
-    max_points_per_target: int = 96              # points projected per target
+    max_points_per_target: int = 64              # points projected per target
     min_points_per_target: int = 4               # fewer observed voxels: use the box surface grid
     occlusion_tol_m: float = 0.1                 # depth tolerance of the visibility test
     min_depth_m: float = 0.1
@@ -265,9 +265,9 @@ class DynamicSelector(_Selector):
         if N:
             feats[:, 2] = snap.sizes / max(int(snap.sizes.max()), 1)
             if len(targets):
-                region = snap.voxels_near(targets.boxes, self.cfg.region_margin_m)
-                if region.size:
-                    cnt = snap.counts_in(region).astype(np.float64)
+                cells = snap.cells_near(targets.boxes, self.cfg.region_margin_m)
+                if cells.size:
+                    cnt = snap.counts_in_cells(cells).astype(np.float64)
                     feats[:, 3] = cnt / max(cnt.max(), 1.0)
         return ViewScores(snap, targets, feats, redundancy_matrix(snap))
 
