@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "training.cli",
     "r1_core.views.cli",
     "r1_ros.bringup",
+    "r1_ros.demo",
 ]
 
 

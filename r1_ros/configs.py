@@ -172,29 +172,46 @@ def downstream_bank(cfg: BankConfig) -> BankConfig:
     return dataclasses.replace(cfg, min_translation_m=0.0, min_rotation_deg=0.0, min_new_fraction=0.0)
 
 
+def shared_defaults(cls: type) -> dict:
+    """The sections of config/views.yaml that `cls` has (bank, selector): the nodes take their
+    keyframe-bank and view-selector settings from the same file as `r1 views`, so there is one
+    set of values (nodes.yaml may still override them per node)."""
+    from r1_ros.graph import config_dir
+
+    path = config_dir() / "views.yaml"
+    if not path.is_file():
+        return {}
+    data = read_yaml(path)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: dict(data[k]) for k in ("bank", "selector") if k in names and isinstance(data.get(k), Mapping)}
+
+
+def merge_mappings(a: Mapping, b: Mapping) -> dict:
+    """Nested merge, b winning."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge_mappings(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
 def node_parameters(data: Mapping[str, Any], node: str, origin: str = "parameters") -> dict:
     """The parameters a ROS 2 params mapping gives `node`: `/**` merged with `<node>` (and
     `/<node>`), the node's own values winning."""
     out: dict = {}
-
-    def merge(a: dict, b: Mapping) -> dict:
-        for k, v in b.items():
-            a[k] = merge(dict(a.get(k) or {}), v) if isinstance(v, Mapping) and isinstance(a.get(k), Mapping) else v
-        return a
-
     for key in ("/**", node, f"/{node}"):
         section = data.get(key)
         if section is None:
             continue
         if not isinstance(section, Mapping) or "ros__parameters" not in section:
             raise ConfigError(f"{origin}: section {key!r} must hold a 'ros__parameters' mapping")
-        merge(out, section["ros__parameters"] or {})
+        out = merge_mappings(out, section["ros__parameters"] or {})
     return out
 
 
 def load_node_config(cls: type, source: str | Path | Mapping[str, Any] | None, node: str,
                      overrides: Mapping[str, Any] | None = None) -> Any:
-    """Build a node config from a ROS 2 parameters file (or mapping) for `node`."""
+    """Build a node config from a ROS 2 parameters file (or mapping) for `node`, over the
+    shared defaults of config/views.yaml - the values the running node ends up with."""
     if source is None:
         data: Mapping = {}
         origin = "defaults"
@@ -202,7 +219,7 @@ def load_node_config(cls: type, source: str | Path | Mapping[str, Any] | None, n
         data, origin = source, "mapping"
     else:
         data, origin = read_yaml(source), str(source)
-    params = node_parameters(data, node, origin)
+    params = merge_mappings(shared_defaults(cls), node_parameters(data, node, origin))
     try:
         return load_config(cls, params, overrides=overrides)
     except ConfigError as e:

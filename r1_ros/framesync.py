@@ -11,10 +11,10 @@ for these wheels). ROS-free: items are (stamp, payload) and the payload is opaqu
 Matching rule: a colour item pairs with the depth item nearest in stamp when they differ by at
 most the tolerance; the pair is final once a depth item at least as far after the colour
 stamp has arrived (identical stamps pair at once). A colour item is given up (unmatched,
-counted by the caller) once a depth newer than it by more than the tolerance has arrived
-without a partner, or when more than `max_pending` colour items wait; depth items no waiting
-or future colour item can use are discarded (they are not frames). Pairs come out in colour
-arrival order.
+counted by the caller) once a depth that arrived after it is newer by more than the
+tolerance and none paired, when more than `max_pending` colour items wait, or (`expire`) when it
+waited too long in wall time; the last `max_pending` depth items are kept (they are not
+frames). Pairs come out in colour arrival order.
 """
 from __future__ import annotations
 
@@ -26,13 +26,14 @@ from typing import Any, Callable
 
 
 class PairSync:
-    def __init__(self, tolerance_ns: int, max_pending: int = 30):
+    def __init__(self, tolerance_ns: int, max_pending: int = 30, clock: Callable[[], float] = time.monotonic):
         if tolerance_ns < 0 or max_pending < 1:
             raise ValueError(f"tolerance_ns must be >= 0 and max_pending >= 1, got {tolerance_ns}, {max_pending}")
         self.tolerance_ns = int(tolerance_ns)
         self.max_pending = int(max_pending)
+        self.clock = clock
         self._q: dict[str, deque] = {"color": deque(), "depth": deque()}
-        self._newest_color = -(1 << 62)
+        self._seq = 0
         self._lock = threading.Lock()
 
     def add(self, kind: str, stamp: int, payload: Any) -> tuple[list[tuple], list[tuple]]:
@@ -40,41 +41,55 @@ class PairSync:
         if kind not in self._q:
             raise ValueError(f"unknown stream {kind!r}; choose one of {list(self._q)}")
         with self._lock:
-            self._q[kind].append((int(stamp), payload))
-            if kind == "color":
-                self._newest_color = max(self._newest_color, int(stamp))
+            self._seq += 1
+            self._q[kind].append((int(stamp), payload, self.clock(), self._seq))
             return self._match()
+
+    def expire(self, max_wait_s: float) -> tuple[list[tuple], list[tuple]]:
+        """Give up colour items that waited longer than max_wait_s (wall time) for a partner
+        (their depth was lost, or the streams' stamps jumped); returns (pairs, unmatched) as
+        `add` does - the items behind them may pair now."""
+        with self._lock:
+            now = self.clock()
+            cq = self._q["color"]
+            out = []
+            while cq and now - cq[0][2] > max_wait_s:
+                tc, c, _, _ = cq.popleft()
+                out.append((tc, c))
+            pairs, unmatched = self._match()
+            return pairs, out + unmatched
 
     def _match(self) -> tuple[list[tuple], list[tuple]]:
         cq, dq = self._q["color"], self._q["depth"]
         tol = self.tolerance_ns
         pairs, unmatched = [], []
         while cq:
-            tc, c = cq[0]
+            tc, c, _, seq = cq[0]
             overflow = len(cq) > self.max_pending
             best, best_dt = -1, None
-            for i, (td, _) in enumerate(dq):
+            for i, (td, _, _, _) in enumerate(dq):
                 dt = abs(td - tc)
                 if dt <= tol and (best_dt is None or dt < best_dt):
                     best, best_dt = i, dt
             if best >= 0:
                 # final once a depth at or after tc + best_dt has arrived: a nearer one would
                 # have to arrive out of order
-                if overflow or any(td >= tc + best_dt for td, _ in dq):
-                    td, d = dq[best]
+                if overflow or any(td >= tc + best_dt for td, _, _, _ in dq):
+                    td, d, _, _ = dq[best]
                     del dq[best]
                     cq.popleft()
                     pairs.append((tc, c, td, d))
                     continue
                 break
-            if overflow or any(td > tc + tol for td, _ in dq):
-                unmatched.append(cq.popleft())
+            # given up once a depth that came *after* it is newer by more than the tolerance
+            # (streams arrive in order; depth left over from before says nothing)
+            if overflow or any(td > tc + tol and dseq > seq for td, _, _, dseq in dq):
+                cq.popleft()
+                unmatched.append((tc, c))
                 continue
             break
-        # depth that no waiting colour can use and no future colour (stamps go forward) will
-        keep = [x for x in dq if x[0] >= self._newest_color - tol or any(abs(x[0] - tc) <= tol for tc, _ in cq)]
-        dq.clear()
-        dq.extend(keep[-self.max_pending:])
+        while len(dq) > self.max_pending:   # depth is kept by count, not by stamp: stamps may jump
+            dq.popleft()
         return pairs, unmatched
 
     def pending(self) -> dict[str, int]:
@@ -85,7 +100,6 @@ class PairSync:
         with self._lock:
             for q in self._q.values():
                 q.clear()
-            self._newest_color = -(1 << 62)
 
 
 class StampedCache:

@@ -84,6 +84,11 @@ def default_params_file() -> str:
     return str(Path(__file__).resolve().parent.parent / "config" / "nodes.yaml")
 
 
+def config_dir() -> Path:
+    """The directory of the r1 YAML configs (installed share dir, else the source tree)."""
+    return Path(default_params_file()).parent
+
+
 def _bool(name: str, value: str) -> bool:
     v = value.strip().lower()
     if v in ("true", "1", "yes", "on"):

@@ -15,7 +15,11 @@ Optional list is [] when unset.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import io
 import math
+import tokenize
 import types
 import typing
 from typing import Any, Callable
@@ -24,6 +28,8 @@ from r1_core.config import ConfigError, load_config
 
 # Help texts and ranges of the r1_core configs nested in the node configs (their dataclasses
 # carry comments, not metadata). Key: "<Class>.<field>" -> (help, range or None, dynamic).
+# A field not listed here gets its help text from its comment in the r1_core source
+# (field_comments), no range, read-only.
 CORE_PARAM_DOCS: dict[str, tuple[str, tuple | None, bool]] = {
     "FusionConfig.voxel_size": ("voxel edge of the fusion map (m)", (0.001, 1.0), False),
     "FusionConfig.min_depth": ("nearer pixels are ignored (m)", (0.0, 100.0), False),
@@ -75,6 +81,26 @@ CORE_PARAM_DOCS: dict[str, tuple[str, tuple | None, bool]] = {
     "WeightsConfig.region": ("utility weight of request-region coverage", (0.0, 1000.0), False),
     "WeightsConfig.redundancy": ("utility penalty of overlap with chosen views", (0.0, 1000.0), False),
 }
+
+
+@functools.lru_cache(maxsize=None)
+def field_comments(cls: type) -> dict[str, str]:
+    """{field: the comment on its line} from a dataclass's source (`x: float = 1.0  # metres`)."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    line_field: dict[int, str] = {}
+    toks = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    for i, tok in enumerate(toks[:-1]):
+        nxt = toks[i + 1]
+        if tok.type == tokenize.NAME and nxt.type == tokenize.OP and nxt.string == ":" and tok.start[1] > 0 \
+                and (i == 0 or toks[i - 1].type in (tokenize.INDENT, tokenize.NEWLINE, tokenize.NL, tokenize.DEDENT)):
+            line_field[tok.start[0]] = tok.string
+        if tok.type == tokenize.COMMENT and tok.start[0] in line_field:
+            out.setdefault(line_field[tok.start[0]], tok.string.lstrip("#").strip())
+    return out
 
 
 @dataclasses.dataclass
@@ -140,7 +166,8 @@ def parameter_specs(cls: type, prefix: str = "") -> list[ParamSpec]:
         meta = dict(f.metadata)
         help_, rng, dyn = meta.get("help"), meta.get("range"), meta.get("dynamic", False)
         if help_ is None:
-            help_, rng, dyn = CORE_PARAM_DOCS.get(f"{cls.__name__}.{f.name}", (f"{cls.__name__}.{f.name}", None, False))
+            fallback = field_comments(cls).get(f.name) or f"{cls.__name__}.{f.name} (see its r1_core docstring)"
+            help_, rng, dyn = CORE_PARAM_DOCS.get(f"{cls.__name__}.{f.name}", (fallback, None, False))
         default = getattr(defaults, f.name)
         if default is None:
             default = "" if tp is str else []
@@ -203,16 +230,52 @@ def check_range(spec: ParamSpec, value: Any) -> None:
         raise ConfigError(f"{spec.name}: expected {lo} <= value <= {hi}, got {value}")
 
 
+def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out: dict[str, Any] = {}
+    for k, v in mapping.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def ros_value(spec: ParamSpec, value: Any) -> Any:
+    """A config value as the parameter holds it: None -> "" / [], tuples -> lists, ints -> floats
+    for double (array) parameters."""
+    from rcl_interfaces.msg import ParameterType as PT
+
+    if value is None:
+        return "" if spec.ros_type == PT.PARAMETER_STRING else []
+    if isinstance(value, tuple):
+        value = list(value)
+    if spec.ros_type == PT.PARAMETER_DOUBLE and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if spec.ros_type == PT.PARAMETER_DOUBLE_ARRAY and isinstance(value, list):
+        return [float(v) for v in value]
+    return value
+
+
 class DataclassParameters:
     """Declares a config dataclass as ROS parameters on `node`, validates them into
     `self.config`, and validates run-time changes (calling `on_change(new_config)` when one
-    is accepted)."""
+    is accepted). `defaults` (a nested mapping, e.g. configs.shared_defaults) replaces the
+    dataclass defaults of the parameters it names."""
 
-    def __init__(self, node, cls: type, on_change: Callable[[Any], None] | None = None):
+    def __init__(self, node, cls: type, on_change: Callable[[Any], None] | None = None,
+                 defaults: dict | None = None):
         from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
         self.node, self.cls, self.on_change = node, cls, on_change
         self.specs = parameter_specs(cls)
+        given = flatten(defaults or {})
+        unknown = sorted(set(given) - {s.name for s in self.specs})
+        if unknown:
+            raise ConfigError(f"node {node.get_name()}: defaults for unknown parameters {unknown}")
+        for spec in self.specs:
+            if spec.name in given:
+                spec.default = ros_value(spec, given[spec.name])
         self._by_name = {s.name: s for s in self.specs}
         values = {}
         for spec in self.specs:

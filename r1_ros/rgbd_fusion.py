@@ -39,7 +39,7 @@ from r1_core.geometry.fusion import FusionMap
 from r1_core.geometry.rgbd import FrameError, intrinsics_from_camera_info
 from r1_core.views.bank import KeyframeBank
 from r1_ros import qos
-from r1_ros.configs import FusionNodeConfig
+from r1_ros.configs import FusionNodeConfig, shared_defaults
 from r1_ros.conversions import (BadInput, check_image_size, cloud_to_pointcloud2, image_to_array,
                                 keyframe_to_msg, stamp_ns)
 from r1_ros.framesync import DropCounter, PairSync, StampedCache
@@ -62,7 +62,8 @@ class _Frame:
 class RgbdFusionNode(Node):
     def __init__(self, **kwargs):
         super().__init__("rgbd_fusion", **kwargs)
-        self.params = DataclassParameters(self, FusionNodeConfig, on_change=self._on_config)
+        self.params = DataclassParameters(self, FusionNodeConfig, on_change=self._on_config,
+                                          defaults=shared_defaults(FusionNodeConfig))
         cfg = self.cfg = self.params.config
         self.get_logger().info(f"fusion: voxel {cfg.fusion.voxel_size} m, pixel stride {cfg.fusion.pixel_stride}, "
                                f"depth from {cfg.depth_source}, pose from {cfg.pose_source}")
@@ -165,7 +166,9 @@ class RgbdFusionNode(Node):
         self._sync("depth", t, (None if bad else msg, bad))
 
     def _sync(self, kind: str, t: int, item) -> None:
-        pairs, unmatched = self.sync.add(kind, t, item)
+        self._paired(*self.sync.add(kind, t, item))
+
+    def _paired(self, pairs: list, unmatched: list) -> None:
         tol = self.cfg.sync_tolerance_s
         for tc, _ in unmatched:
             self.drops.drop("unsynced", f"colour image at t={tc * 1e-9:.3f} s has no depth image within {tol} s")
@@ -217,6 +220,8 @@ class RgbdFusionNode(Node):
                 with self._cv:
                     self._pending.appendleft(frame)      # still waiting for its camera_info / pose
                 time.sleep(0.003)
+            if self.depth_model is None:
+                self._paired(*self.sync.expire(max(1.0, 2 * self.cfg.frame_wait_s)))
             self._maybe_publish_cloud()
 
     def _pose(self, image_frame: str, t: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from r1_ros import qos
-from r1_ros.configs import ReasonerNodeConfig, downstream_bank, resolve_path
+from r1_ros.configs import ReasonerNodeConfig, downstream_bank, resolve_path, shared_defaults
 from r1_ros.conversions import (BadInput, boxes_to_markers, boxes_to_msgs, msg_to_box, msg_to_keyframe_arrays,
                                 pointcloud2_to_cloud)
 from r1_ros.framesync import DropCounter
@@ -76,7 +76,8 @@ def load_model(cfg: ReasonerNodeConfig):
 class SceneReasonerNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("scene_reasoner", **kwargs)
-        self.params = DataclassParameters(self, ReasonerNodeConfig, on_change=self._on_config)
+        self.params = DataclassParameters(self, ReasonerNodeConfig, on_change=self._on_config,
+                                          defaults=shared_defaults(ReasonerNodeConfig))
         self.cfg: ReasonerNodeConfig = self.params.config
         svc = self.cfg.service
         # requests block an executor thread while they wait: enough threads for a full queue,

@@ -112,3 +112,46 @@ def build_scripted_checkpoint(path: str | Path, num_views: int = 2, seed: int = 
             return save_checkpoint(model.eval(), path)
     raise RuntimeError(f"scripted checkpoint: greedy decoding did not reproduce the script after {max_steps} steps "
                        f"(last loss {float(loss):.3f})")
+
+
+def _source_key(num_views: int, seed: int) -> str:
+    """Hash of everything the scripted checkpoint depends on: this file, the model code, the
+    torch / transformers / peft versions."""
+    import hashlib
+    import importlib.metadata
+
+    import r1_core.model
+
+    h = hashlib.sha256(f"{num_views}/{seed}".encode())
+    files = [Path(__file__)] + sorted(Path(r1_core.model.__file__).parent.glob("*.py"))
+    for f in files:
+        h.update(f.read_bytes())
+    for dist in ("torch", "transformers", "peft", "tokenizers"):
+        h.update(importlib.metadata.version(dist).encode())
+    return h.hexdigest()[:16]
+
+
+def scripted_checkpoint(cache_dir: str | Path | None = None, num_views: int = 2, seed: int = 0) -> Path:
+    """The scripted checkpoint, built once per source version into `cache_dir` (default
+    ~/.cache/r1/test-checkpoints) and reused: the build is deterministic (seeded), and the key
+    covers the code and library versions it depends on."""
+    import os
+    import shutil
+    import tempfile
+
+    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "r1" / "test-checkpoints"
+    path = root / f"scripted-{_source_key(num_views, seed)}"
+    if (path / "r1_meta.json").is_file():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".scripted.", dir=root))
+    try:
+        build_scripted_checkpoint(tmp / "ckpt", num_views=num_views, seed=seed)
+        try:
+            os.replace(tmp / "ckpt", path)
+        except OSError:
+            if not (path / "r1_meta.json").is_file():     # not another process's finished build
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

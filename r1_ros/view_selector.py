@@ -23,7 +23,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from r1_ros import qos
-from r1_ros.configs import ViewSelectorNodeConfig, downstream_bank
+from r1_ros.configs import ViewSelectorNodeConfig, downstream_bank, shared_defaults
 from r1_ros.conversions import BadInput, keyframe_to_msg, msg_to_keyframe_arrays, ns_to_stamp
 from r1_ros.framesync import DropCounter
 from r1_ros.params import DataclassParameters
@@ -43,7 +43,8 @@ def empty_scene():
 class ViewSelectorNode(Node):
     def __init__(self, **kwargs):
         super().__init__("view_selector", **kwargs)
-        self.params = DataclassParameters(self, ViewSelectorNodeConfig, on_change=self._on_config)
+        self.params = DataclassParameters(self, ViewSelectorNodeConfig, on_change=self._on_config,
+                                          defaults=shared_defaults(ViewSelectorNodeConfig))
         cfg = self.cfg = self.params.config
         from r1_core.views.bank import KeyframeBank
         from r1_core.views.select import make_selector
