@@ -120,7 +120,7 @@ def test_refinement_removes_the_voxel_truncation_bias():
     rng = np.random.default_rng(5)
     K = scene_intrinsics(160, 120)
     from r1_core.geometry.rgbd import look_at
-    fmap = FusionMap(FusionConfig(voxel_size=0.02, edge_threshold=0.0))
+    fmap = FusionMap(FusionConfig(voxel_size=0.02, edge_threshold=0.0, pixel_stride=1))
     n = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
     for i in range(10):
         T = look_at([0.1 * i, 0.05 * i, 1.5], [0.0, 0.0, 0.0], up=(0, 1, 0))

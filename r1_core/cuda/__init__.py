@@ -66,9 +66,9 @@ def load_extension(verbose: bool = False) -> ModuleType:
                 name="r1_geometry_ops",
                 sources=[str(CSRC / s) for s in SOURCES],
                 build_directory=str(out),
-                extra_cflags=["-O3", "-std=c++17"],
+                extra_cflags=["-O3"],
                 # no --use_fast_math: index-deciding arithmetic must be IEEE (see csrc/common.cuh)
-                extra_cuda_cflags=["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"],
+                extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr", "-lineinfo"],
                 verbose=verbose,
             )
         except Exception as e:  # the build's own error text is the useful part: re-raise with it

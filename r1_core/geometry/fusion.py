@@ -86,7 +86,9 @@ class FusionConfig:
     min_depth: float = 0.2              # metres; nearer pixels are dropped
     max_depth: float = 4.0              # metres; farther pixels are dropped (depth noise grows ~z^2)
     depth_scale: float = 0.001          # metres per unit of uint16 depth (0.001: millimetres)
-    pixel_stride: int = 1               # integrate every n-th pixel in u and v (1: all)
+    pixel_stride: int = 2               # integrate every n-th pixel in u and v (1: all). 2 at 640x480 and
+                                        # 2 cm still gives a voxel >= 1 sample per frame at 4 m, had the same
+                                        # Chamfer error as 1 in bench/fusion.py, and halves the CPU time
     edge_threshold: float = 0.05        # flying-pixel filter: relative depth jump to a 4-neighbour; 0 = off
     weighting: str = "uniform"          # per-pixel weight: uniform | inverse_depth_squared (1/z^2)
     min_observations: int = 2           # frames a voxel must be seen in to appear in snapshots

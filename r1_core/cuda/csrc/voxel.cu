@@ -178,7 +178,11 @@ __device__ int fuse_find_or_insert(const FuseMap& M, unsigned long long key) {
       const unsigned long long old = atomicCAS(M.tkeys + p, EMPTY_KEY, key);
       if (old == EMPTY_KEY) {                   // we own the new entry: allocate its slot
         const int s = atomicAdd(M.counter, 1);
-        if (s >= M.cap) { atomicOr(M.counter + 1, 1); return -1; }
+        if (s >= M.cap) {                       // cannot happen (capacity is checked per frame); never hang
+          atomicOr(M.counter + 1, 1);
+          atomicExch(M.tslot + p, INT_MAX);
+          return -1;
+        }
         M.slot_keys[s] = (int64_t)key;
         __threadfence();
         atomicExch(M.tslot + p, s);
@@ -190,7 +194,7 @@ __device__ int fuse_find_or_insert(const FuseMap& M, unsigned long long key) {
   }
   int s;
   while ((s = *reinterpret_cast<volatile int*>(M.tslot + p)) < 0) __nanosleep(20);
-  return s;
+  return s == INT_MAX ? -1 : s;
 }
 
 __global__ void __launch_bounds__(256)
