@@ -129,6 +129,9 @@ class ReasonerNodeConfig:
     selector: SelectorConfig = p(help="view selection (r1_core.views)", factory=SelectorConfig)
     marker_lifetime_s: float = p(0.0, "lifetime of answer markers (0 = until the next answer)", (0.0, 3600.0),
                                  dynamic=True)
+    feedback_rate_hz: float = p(20.0, "Reason feedback: generated text is sent in deltas at most this often "
+                                      "(stage changes at once); per-token messages would flood DDS at small-model "
+                                      "token rates", (0.1, 1000.0), dynamic=True)
 
     def __post_init__(self) -> None:
         dev = self.device

@@ -342,18 +342,9 @@ class SceneReasonerNode(LifecycleNode):
         except ValueError as e:
             goal_handle.abort()
             return Reason.Result(success=False, message=f"bad goal: {e}")
-        state = {"stage": "", "tokens": 0}
-
-        def on_stage(stage: str) -> None:
-            state["stage"] = stage
-            goal_handle.publish_feedback(Reason.Feedback(stage=stage, text_delta="", tokens_generated=state["tokens"]))
-
-        def on_text(delta: str) -> None:
-            state["tokens"] += 1
-            goal_handle.publish_feedback(Reason.Feedback(stage=state["stage"], text_delta=delta,
-                                                         tokens_generated=state["tokens"]))
-
-        answer, error = self.run_request(q, on_stage, on_text, cancelled=lambda: goal_handle.is_cancel_requested)
+        fb = _FeedbackStream(goal_handle, Reason.Feedback, self.cfg.feedback_rate_hz)
+        answer, error = self.run_request(q, fb.stage, fb.text, cancelled=lambda: goal_handle.is_cancel_requested)
+        fb.flush()
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
             return Reason.Result(success=False, message="canceled")
@@ -364,6 +355,40 @@ class SceneReasonerNode(LifecycleNode):
         goal_handle.succeed()
         return Reason.Result(success=True, message="", answer=answer.answer, reasoning=answer.reasoning,
                              boxes=boxes_to_msgs(answer.boxes, answer.labels, self._header()), steps=answer.steps)
+
+
+class _FeedbackStream:
+    """Reason feedback: a message per stage change, generated text coalesced into deltas sent
+    at most `rate_hz` times a second (the concatenated deltas are exactly the generated text)."""
+
+    def __init__(self, goal_handle, feedback_type, rate_hz: float):
+        self.handle, self.type, self.period = goal_handle, feedback_type, 1.0 / rate_hz
+        self.current, self.tokens, self.pending, self.last = "", 0, [], 0.0
+        self.lock = threading.Lock()
+
+    def _publish(self, delta: str) -> None:
+        self.handle.publish_feedback(self.type(stage=self.current, text_delta=delta, tokens_generated=self.tokens))
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.pending:
+                self._publish("".join(self.pending))
+                self.pending.clear()
+            self.last = time.monotonic()
+
+    def stage(self, stage: str) -> None:
+        self.flush()
+        with self.lock:
+            self.current = stage
+            self._publish("")
+
+    def text(self, delta: str) -> None:
+        with self.lock:
+            self.tokens += 1
+            self.pending.append(delta)
+            due = time.monotonic() - self.last >= self.period
+        if due:
+            self.flush()
 
 
 def main(args: list[str] | None = None) -> int:
