@@ -3,6 +3,7 @@
     r1 demo                                   # default model, results in demo_output/
     r1 demo --checkpoint runs/nano/final      # another model
     r1 demo --out /tmp/demo --device cuda
+    r1 demo --ground "the lamp on the night stand" --question "how many chairs are there?"
 
 1. builds (or reuses) the demo scene and its RGB-D bag (r1_core.data.synthetic.demo, cached in
    ~/.cache/r1/demo);
@@ -12,7 +13,8 @@
    the room) and the Reason action with a planning task, streaming its reasoning as it is
    generated; prints every answer with its boxes and reasoning;
 4. writes <out>/results.json and <out>/scene.png (top-down view of the fused cloud with the
-   answers' boxes, dashed red, and the ground-truth boxes of the objects asked about, green);
+   answers' boxes, dashed red, and the ground-truth boxes of the objects the requests name,
+   green);
 5. shuts the graph down with SIGINT and exits 0 when every request was answered over ROS
    (an answer may be a failure the model caused, e.g. malformed output: it is printed as such).
 
@@ -35,7 +37,23 @@ import numpy as np
 GROUND = "the red chair next to the bed"
 QUESTION = "What colour is the chair next to the desk?"
 PLAN = "bring the green pillow to the red chair"
-GT_OBJECTS = {"ground": [("chair", "red")], "ask": [("chair", "blue")], "reason": [("pillow", "green"), ("chair", "red")]}
+
+
+def named_objects(scene, texts: list[str]) -> list:
+    """Ground-truth objects the requests name: "<colour> <label>" phrases, and labels that are
+    unique in the scene (structure classes excluded)."""
+    out = []
+    counts: dict[str, int] = {}
+    for o in scene.objects:
+        counts[o.label] = counts.get(o.label, 0) + 1
+    for o in scene.objects:
+        if o.label in ("wall", "floor", "ceiling") or o in out:
+            continue
+        for t in (x.lower() for x in texts):
+            if (o.color and f"{o.color} {o.label}" in t) or (counts[o.label] == 1 and f" {o.label}" in f" {t}"):
+                out.append(o)
+                break
+    return out
 
 
 def _box_dicts(msgs) -> list[dict]:
@@ -194,22 +212,23 @@ def run(args: argparse.Namespace) -> int:
         planner.wait_for("the replay to be fused", replayed, 120, alive)
         t_fused = time.monotonic()
         planner.wait_for("the final fused cloud", lambda: planner.cloud_time > t_fused, 30, alive)
+        time.sleep(1.0)     # the reasoner receives the same cloud; give it time to take it in
         s = planner.status
         drops = dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts)))
         print(f"[r1 demo] fused {s.frames_fused}/{s.frames_in} frames (dropped: {drops or 'none'}), "
               f"{s.num_voxels} voxels, {s.num_keyframes} keyframes; cloud of {planner.cloud.width} points", flush=True)
 
-        res, dt = planner.call(ground, Ground.Request(expression=GROUND), args.timeout)
+        res, dt = planner.call(ground, Ground.Request(expression=args.ground), args.timeout)
         answered &= res is not None
-        records["ground"] = _record(res, dt, GROUND)
-        _print_answer("Ground", GROUND, records["ground"])
-        res, dt = planner.call(ask, Ask.Request(question=QUESTION), args.timeout)
+        records["ground"] = _record(res, dt, args.ground)
+        _print_answer("Ground", args.ground, records["ground"])
+        res, dt = planner.call(ask, Ask.Request(question=args.question), args.timeout)
         answered &= res is not None
-        records["ask"] = _record(res, dt, QUESTION)
-        _print_answer("Ask", QUESTION, records["ask"])
-        records["reason"] = _reason(planner, Reason, args.timeout, alive)
+        records["ask"] = _record(res, dt, args.question)
+        _print_answer("Ask", args.question, records["ask"])
+        records["reason"] = _reason(planner, Reason, args.plan, args.timeout, alive)
         answered &= records["reason"]["answered"]
-        _print_answer("Reason (planning)", PLAN, records["reason"])
+        _print_answer("Reason (planning)", args.plan, records["reason"])
         cloud = _cloud_array(planner.cloud)
         status = {"frames_in": s.frames_in, "frames_fused": s.frames_fused, "frames_dropped": s.frames_dropped,
                   "drops": drops, "num_voxels": s.num_voxels, "num_keyframes": s.num_keyframes}
@@ -223,13 +242,9 @@ def run(args: argparse.Namespace) -> int:
         log.close()
     unclean = {n: c for n, c in codes.items() if c != 0}
     scene = demo_scene()
-    gt, gt_labels = [], []
-    for key in records:
-        for label, color in GT_OBJECTS[key]:
-            for o in scene.objects:
-                if o.label == label and o.color == color and not any(np.allclose(o.box, g) for g in gt):
-                    gt.append(o.box)
-                    gt_labels.append(f"{color} {label}")
+    named = named_objects(scene, [r["request"] for r in records.values()])
+    gt = [o.box for o in named]
+    gt_labels = [f"{o.color} {o.label}" if o.color else o.label for o in named]
     pred = [np.array(b["center"] + b["size"] + [b["yaw"]], np.float32) for r in records.values() for b in r["boxes"]]
     pred_labels = [f"{k}: {b['label']}" for k, r in records.items() for b in r["boxes"]]
     from r1_core.eval.visualize import render_topdown
@@ -257,12 +272,12 @@ def _record(res, latency: float, request: str) -> dict:
             "reasoning": res.reasoning, "boxes": _box_dicts(res.boxes), "latency_s": latency}
 
 
-def _reason(planner: Planner, Reason, timeout: float, alive) -> dict:
+def _reason(planner: Planner, Reason, plan: str, timeout: float, alive) -> dict:
     from rclpy.action import ActionClient
 
     client = ActionClient(planner.node, Reason, "reason")
     planner.wait_for("action reason", lambda: client.server_is_ready(), timeout, alive)
-    print(f"\n[r1 demo] Reason (planning): {PLAN!r} - streaming:", flush=True)
+    print(f"\n[r1 demo] Reason (planning): {plan!r} - streaming:", flush=True)
     stages: list[str] = []
 
     def on_feedback(msg) -> None:
@@ -274,11 +289,11 @@ def _reason(planner: Planner, Reason, timeout: float, alive) -> dict:
             print(fb.text_delta, end="", flush=True)
 
     t0 = time.monotonic()
-    goal = Reason.Goal(task=Reason.Goal.TASK_PLANNING, text=PLAN)
+    goal = Reason.Goal(task=Reason.Goal.TASK_PLANNING, text=plan)
     fut = client.send_goal_async(goal, feedback_callback=on_feedback)
     planner.wait_for("the goal to be accepted", fut.done, 30, alive)
     handle = fut.result()
-    rec = {"request": PLAN, "success": False, "message": "", "answer": "", "reasoning": "", "boxes": [], "steps": [],
+    rec = {"request": plan, "success": False, "message": "", "answer": "", "reasoning": "", "boxes": [], "steps": [],
            "stages": stages, "answered": False}
     if not handle.accepted:
         rec.update(message="goal rejected", latency_s=time.monotonic() - t0)
@@ -309,5 +324,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="model device: cpu | cuda | cuda:N")
     p.add_argument("--assets", default=None, help="demo asset cache (default: ~/.cache/r1/demo)")
     p.add_argument("--params-file", default="", help="node parameters (default: config/nodes.yaml)")
+    p.add_argument("--ground", default=GROUND, help=f"the Ground expression (default: {GROUND!r})")
+    p.add_argument("--question", default=QUESTION, help=f"the Ask question (default: {QUESTION!r})")
+    p.add_argument("--plan", default=PLAN, help=f"the planning goal of the Reason action (default: {PLAN!r})")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the model to load / a request")
     p.set_defaults(func=run)
