@@ -1,6 +1,5 @@
 """View scoring and selection on hand-built scenes: relevance against ray-cast ground truth,
 occlusion, coverage, redundancy, colour/relations, greedy against a reference, baselines, weights."""
-import itertools
 
 import numpy as np
 import pytest

@@ -27,7 +27,6 @@ remaining groups and walked the weights to worse greedy selections (train hit ra
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
