@@ -45,3 +45,10 @@ def test_object_caption_names_target_by_ref_or_box():
     assert "Describe the object <ref>2</ref>." in with_ref
     without = "".join(p.text for p in build_prompt(q, 3, [], tok))
     assert "Describe the object at <box>1.00, 2.00, 0.50, 0.40, 0.40, 0.90</box>." in without
+
+
+def test_object_labels_follow_their_refs():
+    tok = load_backbone("tiny").tokenizer
+    pieces = build_prompt(SceneQuery("qa", "how many chairs?"), 2, [], tok, object_labels=["chair", "bed"])
+    text = "".join(p.text if not p.kind else "#" for p in pieces)
+    assert "<ref>0</ref> chair#<ref>1</ref> bed#" in text

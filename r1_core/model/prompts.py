@@ -2,8 +2,9 @@
 
     pieces = build_prompt(query, num_objects=32, view_slots=[4, 4], tokenizer=tok)
 
-The user turn starts with the scene (one `<ref>k</ref>` marker followed by one scene-token slot
-per object proposal) and the selected views (a marker and the view's token slots), then the
+The user turn starts with the scene (one `<ref>k</ref>` marker, optionally the detector's class
+name — a small LLM then matches "the door" to a proposal by reading, and uses the token for
+colour, size and position — followed by one scene-token slot per object proposal) and the selected views (a marker and the view's token slots), then the
 task instruction. The model answers `<think>…</think><answer>…</answer>` and refers to
 objects with `<ref>k</ref>` (answer.py). Slots are filled with embeddings by the model; this
 module only lays out text and slot positions.
@@ -48,10 +49,14 @@ class PromptPiece:
     index: int = 0        # which object / view the slots belong to
 
 
-def scene_section(num_objects: int) -> list[PromptPiece]:
+def scene_section(num_objects: int, labels: list[str] | None = None) -> list[PromptPiece]:
+    """`<ref>k</ref>` (+ the detector's class name, when given) then the object's token slot."""
+    if labels is not None and len(labels) != num_objects:
+        raise ValueError(f"scene_section: {len(labels)} labels for {num_objects} objects")
     out: list[PromptPiece] = []
     for k in range(num_objects):
-        out.append(PromptPiece(text=f"{REF_OPEN}{k}{REF_CLOSE}"))
+        name = f" {labels[k]}" if labels is not None else ""
+        out.append(PromptPiece(text=f"{REF_OPEN}{k}{REF_CLOSE}{name}"))
         out.append(PromptPiece(kind="scene", slots=1, index=k))
     return out
 
@@ -93,7 +98,8 @@ def chat_messages(query: SceneQuery, system_prompt: str = SYSTEM_PROMPT,
 
 
 def build_prompt(query: SceneQuery, num_objects: int, view_slots: list[int], tokenizer,
-                 system_prompt: str = SYSTEM_PROMPT, target_ref: int | None = None) -> list[PromptPiece]:
+                 system_prompt: str = SYSTEM_PROMPT, target_ref: int | None = None,
+                 object_labels: list[str] | None = None) -> list[PromptPiece]:
     """The prompt as pieces: chat-template text with the scene and view sections spliced in."""
     text = tokenizer.apply_chat_template(chat_messages(query, system_prompt, target_ref), tokenize=False,
                                          add_generation_prompt=True)
@@ -101,7 +107,7 @@ def build_prompt(query: SceneQuery, num_objects: int, view_slots: list[int], tok
     pieces: list[PromptPiece] = []
     for part in parts:
         if part == SCENE_PLACEHOLDER:
-            pieces += scene_section(num_objects)
+            pieces += scene_section(num_objects, object_labels)
         elif part == VIEWS_PLACEHOLDER:
             pieces += view_section(view_slots)
         elif part:

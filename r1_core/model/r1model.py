@@ -58,6 +58,7 @@ class ModelConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     depth: DepthSettings = field(default_factory=DepthSettings)
     projector_hidden: int = 1024
+    label_objects: bool = True       # write each proposal's predicted class name next to its ref
     system_prompt: str = SYSTEM_PROMPT
     max_length: int = 2048           # prompt + response tokens
 
@@ -208,8 +209,13 @@ class R1Model(nn.Module):
             view_slots = [c + 1 for c in counts]                 # image tokens + the pose token
         else:
             view_slots = [self.cfg.views.tokens_per_view + 1] * len(views)
+        labels = None
+        if self.cfg.label_objects:
+            from r1_core.data.classes import NYU40_NAMES
+
+            labels = [NYU40_NAMES.get(int(i), "object") for i in scene.labels]
         pieces = build_prompt(query, len(scene.token_inputs), view_slots, tok, self.cfg.system_prompt,
-                              target_ref=self.target_ref(scene, query))
+                              target_ref=self.target_ref(scene, query), object_labels=labels)
         ids: list[int] = []
         slots: list[tuple[int, str, int, int]] = []
         img_pad = tok.convert_tokens_to_ids(IMAGE_PAD) if self.backbone.has_vision else None
