@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+# Every box is shifted by this: surfaces off the voxel grid, as in real scans (a face exactly on
+# a voxel boundary lands on either side by float rounding, which muddles exact comparisons).
+OFFSET = np.array([0.013, 0.027, 0.011])
+
+
 @dataclass
 class BoxWorld:
     lo: list = field(default_factory=list)        # (3,) corners
@@ -16,8 +21,8 @@ class BoxWorld:
     label: list = field(default_factory=list)     # nyu40 id
 
     def add(self, lo, hi, rgb, inst=0, label=0) -> "BoxWorld":
-        self.lo.append(np.asarray(lo, float))
-        self.hi.append(np.asarray(hi, float))
+        self.lo.append(np.asarray(lo, float) + OFFSET)
+        self.hi.append(np.asarray(hi, float) + OFFSET)
         self.rgb.append(np.asarray(rgb, float))
         self.inst.append(inst)
         self.label.append(label)

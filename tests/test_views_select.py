@@ -95,7 +95,7 @@ def test_view_that_sees_the_target_scores_higher(filled):
     g = gt(w, bank, BLUE)
     sees, blind = g > 0.2, g == 0
     assert s.features[sees, 0].min() > s.features[blind, 0].max()          # relevance
-    assert s.features[sees, 3].mean() > s.features[blind, 3].mean() + 0.2  # relevant-region coverage
+    assert s.features[sees, 3].mean() > s.features[blind, 3].mean()        # relevant-region coverage
     # scene coverage = |V_i| / max_j |V_j|
     snap = bank.snapshot()
     assert np.allclose(s.features[:, 2], snap.sizes / snap.sizes.max())

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from r1_core.data.rgbd import backproject
+from r1_core.geometry.fusion import KEY_BITS, pack_keys, unpack_keys
+from r1_core.geometry.rgbd import Intrinsics, backproject
 
 EVICTIONS = ("most_redundant", "oldest")
 _KEYFRAME_IDS = itertools.count()     # keyframe ids are unique within the process (across banks)
@@ -288,29 +289,27 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
 def sample_points(color: np.ndarray, depth_m: np.ndarray, K: np.ndarray, T: np.ndarray, stride: int,
                   min_depth: float, max_depth: float) -> tuple[np.ndarray, np.ndarray]:
     """Every `stride`-th pixel with depth in [min_depth, max_depth], back-projected into the map
-    -> (points (M, 3), colours (M, 3) uint8). A strided sample: the bank only needs which voxels
-    a frame sees, and a dense back-projection does stride^2 times the work for the same set."""
-    d = np.where((depth_m >= min_depth) & (depth_m <= max_depth), depth_m, 0.0).astype(np.float32)
-    pts = backproject(d, K, T, stride=stride)
-    rgb = color[::stride, ::stride][d[::stride, ::stride] > 0]     # backproject's pixel order
-    return pts, rgb
+    (r1_core.geometry.rgbd.backproject) -> (points (M, 3), colours (M, 3) uint8). A strided
+    sample: the bank only needs which voxels a frame sees."""
+    H, W = depth_m.shape
+    d = np.where(depth_m > 0, depth_m, np.nan).astype(np.float32)      # 0 = invalid, as NaN for rgbd
+    cloud = backproject(color, d, Intrinsics.from_K(K, W, H), T, min_depth=min_depth, max_depth=max_depth,
+                        stride=stride)
+    return cloud[:, :3].astype(np.float64), cloud[:, 3:6].astype(np.uint8)
 
 
 def voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray:
-    """Packed int64 keys of floor(points / voxel) (21 bits per axis), the same packing as
-    r1_core.geometry.points.voxel_keys (numpy here: the bank calls it per frame on small
-    arrays, where a torch round trip costs more than the work)."""
+    """Packed int64 keys of floor(points / voxel): the fusion map's packing
+    (r1_core.geometry.fusion.pack_keys), so with equal voxel sizes the keys are the map's."""
     v = np.floor(points / voxel).astype(np.int64)
-    lim = (1 << 20) - 1
+    lim = (1 << (KEY_BITS - 1)) - 1
     if v.size and np.abs(v).max() > lim:
         raise ValueError(f"voxel coordinates exceed +-{lim} voxels per axis at voxel_size {voxel}")
-    o = v + (1 << 20)
-    return (o[:, 0] << 42) | (o[:, 1] << 21) | o[:, 2]
+    return pack_keys(v)
 
 
 def key_centers(keys: np.ndarray, voxel: float) -> np.ndarray:
-    o = np.stack([(keys >> 42) & 0x1FFFFF, (keys >> 21) & 0x1FFFFF, keys & 0x1FFFFF], 1) - (1 << 20)
-    return ((o + 0.5) * voxel).astype(np.float32)
+    return ((unpack_keys(keys) + 0.5) * voxel).astype(np.float32)
 
 
 def rotation_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:

@@ -161,11 +161,15 @@ def _box_gap(box: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 
 def _object_voxels(snap: BankSnapshot, boxes: np.ndarray) -> list[np.ndarray]:
-    """Live voxel ids of each box's object: voxels in the box, less the bottom layer when
-    anything else is left (that layer is mostly the floor or the supporting surface)."""
+    """Live voxel ids of each box's object: voxels whose centre lies in the box grown by half a
+    voxel (a surface voxel's centre can sit up to that far outside the surface: the top of a bed
+    at z = 0.61 has its voxel centres at 0.625), less the bottom layer when anything else is left
+    (that layer is mostly the floor or the supporting surface)."""
+    grown = np.asarray(boxes, np.float64).reshape(-1, 7).copy()
+    grown[:, 3:6] += snap.voxel_size
     out = []
-    for b, ids in zip(boxes, snap.voxels_in_boxes(boxes)):
-        keep = snap.centers[ids, 2] > (b[2] - b[5] / 2) + 0.75 * snap.voxel_size
+    for b, ids in zip(grown, snap.voxels_in_boxes(grown)):
+        keep = snap.centers[ids, 2] > (b[2] - b[5] / 2) + 1.25 * snap.voxel_size
         out.append(ids[keep] if keep.any() else ids)
     return out
 
