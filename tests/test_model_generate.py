@@ -99,3 +99,16 @@ def test_sampling_is_reproducible_with_a_seed(tiny):
 def test_bad_settings(kw, match):
     with pytest.raises(ValueError, match=match):
         GenerationSettings(**kw)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_decoding_matches_eager():
+    bb = load_backbone("tiny", seed=5)
+    bb.model.to("cuda")
+    model = SimpleNamespace(backbone=bb, eos_id=bb.tokenizer.eos_token_id)
+    batch = _batch(model, ["the red chair is", "where is the bed next to the window?"])
+    batch = SimpleNamespace(**{k: v.to("cuda") for k, v in vars(batch).items()})
+    s = dict(max_new_tokens=40, stop_strings=())
+    eager = generate(model, batch, GenerationSettings(**s))
+    graph = generate(model, batch, GenerationSettings(**s, cuda_graph=True))
+    assert [r.token_ids for r in graph] == [r.token_ids for r in eager]
