@@ -89,8 +89,16 @@ def test_gather_group_values_and_gradients(C, dtype):
     g = torch.randn_like(out)
     (gk,) = torch.autograd.grad(out, f, g)
     (gr,) = torch.autograd.grad(out_ref, f, g)
-    tol = 1e-2 if dtype == torch.float16 else 1e-5
-    torch.testing.assert_close(gk, gr, rtol=tol, atol=tol)
+    if dtype == torch.float16:
+        # both sum up to 5 * 32 = 160 fp16 terms per element, in different orders: compare each with
+        # the float32 sum; neither may be further from it than fp16 rounding of such a sum allows
+        f32 = f.detach().float().requires_grad_(True)
+        (g32,) = torch.autograd.grad(ref(group_points, f32, idx), f32, g.float())
+        bound = 160 * 2.0 ** -11 * g32.abs().amax().item() + 1e-3
+        assert (gk.float() - g32).abs().max().item() <= bound
+        assert (gr.float() - g32).abs().max().item() <= bound
+    else:
+        torch.testing.assert_close(gk, gr, rtol=1e-5, atol=1e-5)
     i1 = torch.randint(0, N, (B, 77), device=DEV, generator=gen(3))
     assert torch.equal(gather_points(f, i1), ref(gather_points, f, i1))
 

@@ -273,7 +273,8 @@ static FuseMap make_map(at::Tensor& tkeys, at::Tensor& tslot, at::Tensor& slot_k
   return M;
 }
 
-static FuseParams make_params(const at::Tensor& depth, int stride, const std::vector<double>& f, const at::Tensor& color) {
+static FuseParams make_params(const at::Tensor& depth, int stride, const std::vector<double>& f,
+                              const at::Tensor* color) {
   // f: depth_scale, min, max, edge, voxel, R(9), t(3), crop, lo(3), hi(3), weighting, frame, key_limit, key_offset, key_bits
   TORCH_CHECK(f.size() == 29, "fusion params: expected 29 numbers, got ", f.size());
   FuseParams P;
@@ -283,7 +284,9 @@ static FuseParams make_params(const at::Tensor& depth, int stride, const std::ve
   // uint16 depth arrives as int16 (same bits; torch's uint16 support is minimal) or uint16
   P.depth_u16 = (depth.scalar_type() == at::kShort || depth.scalar_type() == at::kUInt16) ? 1 : 0;
   TORCH_CHECK(P.depth_u16 || depth.scalar_type() == at::kFloat, "depth: int16/uint16 (mm bits) or float32 (m)");
-  TORCH_CHECK(color.dim() == 3 && color.size(0) == H && color.size(1) == W && color.size(2) == 3, "color: (H, W, 3) uint8");
+  if (color != nullptr)  // fusion_check reads depth only
+    TORCH_CHECK(color->dim() == 3 && color->size(0) == H && color->size(1) == W && color->size(2) == 3 &&
+                color->scalar_type() == at::kByte, "color: (H, W, 3) uint8");
   P.depth_scale = (float)f[0]; P.min_depth = (float)f[1]; P.max_depth = (float)f[2];
   P.edge_thr = (float)f[3]; P.voxel = (float)f[4];
   for (int i = 0; i < 9; ++i) P.R[i] = (float)f[5 + i];
@@ -301,7 +304,7 @@ at::Tensor fusion_check(const at::Tensor& depth, const at::Tensor& rx, const at:
   R1_CHECK_INPUT(rx);
   R1_CHECK_INPUT(ry);
   const c10::cuda::CUDAGuard guard(depth.device());
-  FuseParams P = make_params(depth, (int)stride, f, depth);
+  FuseParams P = make_params(depth, (int)stride, f, nullptr);
   auto counters = at::zeros({2}, depth.options().dtype(at::kInt));
   const int64_t n = (int64_t)P.hs * P.ws;
   const int threads = 256;
@@ -318,7 +321,7 @@ void fusion_integrate(const at::Tensor& color, const at::Tensor& depth, const at
   R1_CHECK_INPUT(color);
   R1_CHECK_INPUT(depth);
   const c10::cuda::CUDAGuard guard(depth.device());
-  FuseParams P = make_params(depth, (int)stride, f, color);
+  FuseParams P = make_params(depth, (int)stride, f, &color);
   FuseMap M = make_map(tkeys, tslot, slot_keys, sums, obs, last, counter);
   const int64_t nwarps = (int64_t)P.hs * ((P.ws + 31) / 32);
   const int threads = 256;
