@@ -150,7 +150,8 @@ def main() -> int:
     aa[:, 6] = 0
     bb[:, 6] = 0
     run("box_iou_3d 256x256 aligned", lambda: box_iou_3d(aa, bb), slow, 256 * 256 * 8, 0.005)
-    pts = torch.cat([xyz.reshape(-1, 3)[:1_000_000], torch.rand(1_000_000, 3, device="cuda", generator=g) * 255], 1)
+    scene = torch.rand(1_000_000, 3, device="cuda", generator=g) * torch.tensor([8.0, 8.0, 3.0], device="cuda")
+    pts = torch.cat([scene, torch.rand(1_000_000, 3, device="cuda", generator=g) * 255], 1)
     run("voxel_downsample 1M x 6", lambda: voxel_downsample(pts, 0.02), slow, 1_000_000 * (24 + 8 * 3))
 
     print(f"\n{'op':30s} {'kernel ms':>10s} {'torch ref ms':>13s} {'floor ms':>9s} {'x floor':>8s} {'x faster':>9s}")
