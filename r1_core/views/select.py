@@ -7,8 +7,10 @@
 Every selector implements r1_core.service.ViewProvider: `select_views(query, scene, k) ->
 list[ViewInput]` (k = 0 -> []; fewer than k keyframes -> all of them; an empty bank -> []).
 
-Dynamic selection scores every keyframe i with the paper's linear utility over its terms,
-with learnable non-negative weights (ViewScorerWeights), and picks k views greedily:
+Dynamic selection scores every keyframe i with a linear utility in the form of the paper's
+U(v) = w_t S_text + w_c S_coverage + w_clip S_CLIP (learnable weights), extended by a
+request-region term and a redundancy penalty, and picks k views greedily under redundancy
+(the paper takes the top k by U):
 
     U_i(S) = w_text * text_i + w_clip * clip_i + w_coverage * coverage_i + w_region * region_i
              - w_redundancy * max_{j in S} |V_i ∩ V_j| / |V_i|
@@ -110,7 +112,8 @@ class SelectorConfig:
 
 # ---- weights ----------------------------------------------------------------------------------------
 class ViewScorerWeights(nn.Module):
-    """The learnable utility weights, w = exp(log_w) >= 0, one per term of WEIGHT_NAMES.
+    """The learnable utility weights, w = exp(log_w) >= 0, one per term of WEIGHT_NAMES (a
+    configured 0 is held as 1e-6: it can still break exact ties).
 
     Saved as a tensor dict: `view_selection.w_text`, `…w_clip`, `…w_coverage`, `…w_region`,
     `…w_redundancy` (float32 scalars) and `view_selection.format` (int64 scalar, 1).
