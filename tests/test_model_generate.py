@@ -104,10 +104,10 @@ def test_bad_settings(kw, match):
 @pytest.mark.gpu
 def test_cuda_graph_decoding_matches_eager():
     bb = load_backbone("tiny", seed=5)
-    bb.model.to("cuda")
     model = SimpleNamespace(backbone=bb, eos_id=bb.tokenizer.eos_token_id)
     batch = _batch(model, ["the red chair is", "where is the bed next to the window?"])
-    batch = SimpleNamespace(**{k: v.to("cuda") for k, v in vars(batch).items()})
+    bb.model.to("cuda")
+    batch = SimpleNamespace(**{k: v.detach().to("cuda") for k, v in vars(batch).items()})
     s = dict(max_new_tokens=40, stop_strings=())
     eager = generate(model, batch, GenerationSettings(**s))
     graph = generate(model, batch, GenerationSettings(**s, cuda_graph=True))
