@@ -105,6 +105,15 @@ def test_cli_fit_and_eval(tmp_path, capsys):
     assert main(["views", "eval", "--synthetic-tours", "1", "--seed", "0", "--weights", str(out), *small]) == 0
     rates = json.loads(capsys.readouterr().out)
     assert set(rates) == {"dynamic", "uniform", "random", "oracle"}
+    # a dataset directory in the synthetic layout (rooms + ScanRefer/ScanQA files)
+    from r1_core.data.synthetic.dataset import write_dataset
+
+    write_dataset(tmp_path / "synth", train_scenes=2, val_scenes=0, seed=0, cot=False, progress=False)
+    capsys.readouterr()
+    assert main(["views", "fit", "--data", str(tmp_path / "synth"), "--out", str(tmp_path / "w2.safetensors"),
+                 "--set", "fit.steps=2", *small]) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    assert fitted["train"]["requests"] > 20
     with pytest.raises(ValueError, match="unknown section"):
         main(["views", "eval", "--synthetic-tours", "1", "--set", "bogus.x=1"])
     from r1_core.data.errors import DataFormatError
