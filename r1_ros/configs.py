@@ -28,6 +28,7 @@ from r1_core.views.select import SelectorConfig
 from r1_ros.graph import DEFAULT_CHECKPOINT, DEPTH_SOURCES  # noqa: E402  (light module; launch reads it)
 
 POSE_SOURCES = ("tf", "pose", "odometry")
+CLOUD_REFINE = ("idle", "always", "never")
 
 
 def p(default: Any = dataclasses.MISSING, help: str = "", range: tuple | None = None,
@@ -72,8 +73,13 @@ class FusionNodeConfig:
                         (1, 1000))
     max_image_pixels: int = p(4096 * 3072, "images with more pixels are dropped unread (reason: too_large)",
                               (1, 1 << 28), dynamic=True)
-    cloud_rate_hz: float = p(1.0, "fused cloud publishing rate (only when the map changed)", (0.01, 30.0),
-                             dynamic=True)
+    cloud_rate_hz: float = p(1.0, "fused cloud publishing rate (only when the map changed; deferred up to 4 "
+                                  "periods while frames wait to be fused)", (0.01, 30.0), dynamic=True)
+    cloud_refine: str = p("idle", "snapshot refinement of published clouds (FusionConfig support_ratio/project, "
+                                  "~1 s per 500k voxels): idle = quick previews while frames stream, one refined "
+                                  "cloud once the stream pauses; always; never", dynamic=True)
+    cloud_idle_s: float = p(1.0, "cloud_refine idle: the stream counts as paused after this long without a fused "
+                                 "frame", (0.0, 600.0), dynamic=True)
     status_rate_hz: float = p(2.0, "FusionStatus publishing rate", (0.1, 50.0))
     log_throttle_s: float = p(30.0, "each kind of dropped frame is logged once, then at most once per this period",
                               (0.0, 86400.0), dynamic=True)
@@ -86,6 +92,7 @@ class FusionNodeConfig:
 
     def __post_init__(self) -> None:
         _choice("depth_source", self.depth_source, DEPTH_SOURCES)
+        _choice("cloud_refine", self.cloud_refine, CLOUD_REFINE)
         _choice("pose_source", self.pose_source, POSE_SOURCES)
         if self.depth_source == "estimated" and not (self.depth_model_path or self.depth_model_tiny):
             raise ValueError("depth_source 'estimated' needs depth_model_path (a local Depth Anything dir)")

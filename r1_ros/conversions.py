@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
@@ -143,8 +144,6 @@ def quat_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
 
 def matrix_to_quat(R: np.ndarray) -> tuple[float, float, float, float]:
     """(x, y, z, w) of a rotation matrix (scipy's robust conversion)."""
-    from scipy.spatial.transform import Rotation
-
     x, y, z, w = Rotation.from_matrix(np.asarray(R, np.float64)).as_quat()
     return float(x), float(y), float(z), float(w)
 

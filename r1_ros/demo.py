@@ -37,6 +37,7 @@ import numpy as np
 GROUND = "the red chair next to the bed"
 QUESTION = "What colour is the chair next to the desk?"
 PLAN = "bring the green pillow to the red chair"
+QUIET_S = 4.0           # no new cloud for this long after the replay: the map is final
 
 
 def named_objects(scene, texts: list[str]) -> list:
@@ -211,8 +212,10 @@ def run(args: argparse.Namespace) -> int:
 
         planner.wait_for("the replay to be fused", replayed, 120, alive)
         t_fused = time.monotonic()
-        planner.wait_for("the final fused cloud", lambda: planner.cloud_time > t_fused, 30, alive)
-        time.sleep(1.0)     # the reasoner receives the same cloud; give it time to take it in
+        # the last cloud is the refined one rgbd_fusion publishes once the stream pauses
+        # (cloud_refine: idle); then no cloud comes for a while and the reasoner has it too
+        planner.wait_for("the final fused cloud", lambda: planner.cloud_time > t_fused
+                         and time.monotonic() - planner.cloud_time > QUIET_S, 120, alive)
         s = planner.status
         drops = dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts)))
         print(f"[r1 demo] fused {s.frames_fused}/{s.frames_in} frames (dropped: {drops or 'none'}), "

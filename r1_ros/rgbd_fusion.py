@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from r1_core.geometry.fusion import FusionMap
@@ -71,7 +71,7 @@ class RgbdFusionNode(Node):
         self.bank = KeyframeBank(cfg.bank)
         self.tf = TransformBuffer(cfg.tf_cache_s)
         self.sync = PairSync(int(cfg.sync_tolerance_s * 1e9), max_pending=cfg.queue_size)
-        self.infos = StampedCache(max_items=120)
+        self.infos = StampedCache(max_items=2 * cfg.queue_size + 60)    # covers every queued frame
         self.drops = DropCounter(self.get_logger().warning, cfg.log_throttle_s)
         self.ignored = DropCounter(self.get_logger().warning, cfg.log_throttle_s)   # non-frame inputs
         self.depth_model = None
@@ -89,12 +89,17 @@ class RgbdFusionNode(Node):
         self._map_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._map_changed = False
+        self._refined_due = False                # the last cloud was a preview
         self._last_cloud = 0.0
+        self._last_fused_wall = 0.0
         self._stop = threading.Event()
         self.stop_requested = threading.Event()
+        self.exit_code = 0
         self._worker = threading.Thread(target=self._run, name="r1-fusion", daemon=True)
 
-        inputs = ReentrantCallbackGroup()           # input callbacks are short and thread-safe
+        # one mutually exclusive group per stream: streams are handled in parallel, but the
+        # messages of one stream stay in arrival order (a reentrant group would reorder them)
+        color_g, depth_g, inputs = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         services = MutuallyExclusiveCallbackGroup()
         from sensor_msgs.msg import CameraInfo, Image
         from std_srvs.srv import Trigger
@@ -104,10 +109,13 @@ class RgbdFusionNode(Node):
         from r1_msgs.srv import MapFile
         from sensor_msgs.msg import PointCloud2
 
-        self.create_subscription(Image, "color/image_raw", self._on_color, qos.IMAGES, callback_group=inputs)
+        # reader history as deep as the frame queue: a reliable KEEP_LAST reader overwrites
+        # unread samples, so a short history loses frames whenever the executor is held up
+        sensor = qos.sensor(max(10, cfg.queue_size))
+        self.create_subscription(Image, "color/image_raw", self._on_color, sensor, callback_group=color_g)
         if cfg.depth_source == "topic":
-            self.create_subscription(Image, "depth/image_raw", self._on_depth, qos.IMAGES, callback_group=inputs)
-        self.create_subscription(CameraInfo, "color/camera_info", self._on_info, qos.IMAGES, callback_group=inputs)
+            self.create_subscription(Image, "depth/image_raw", self._on_depth, sensor, callback_group=depth_g)
+        self.create_subscription(CameraInfo, "color/camera_info", self._on_info, sensor, callback_group=inputs)
         self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), qos.TF, callback_group=inputs)
         self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), qos.TF_STATIC_SUB,
                                  callback_group=inputs)
@@ -210,6 +218,16 @@ class RgbdFusionNode(Node):
 
     # ---- worker -----------------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:   # a bug, not bad input: stop the node loudly (r1 up reports it)
+            import traceback
+
+            self.get_logger().fatal(f"fusion worker crashed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            self.exit_code = 1
+            self.stop_requested.set()
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             with self._cv:
                 if not self._pending:
@@ -260,7 +278,9 @@ class RgbdFusionNode(Node):
         try:
             T = self._pose(image_frame, f.stamp)
         except PoseError as e:
-            if e.reason == "pose_pending" and waited < cfg.frame_wait_s:
+            # the transform may still be on its way (pending), or the chain not complete yet
+            # (e.g. /tf_static arriving after the first images): wait up to frame_wait_s
+            if e.reason in ("pose_pending", "no_pose") and waited < cfg.frame_wait_s:
                 return False
             reason = "stale_pose" if e.reason == "pose_pending" else e.reason
             self.drops.drop(reason, f"{cfg.map_frame} <- {image_frame}: {e}")
@@ -285,6 +305,7 @@ class RgbdFusionNode(Node):
                 self.frames_fused += 1
                 self.last_stamp = self.last_fused_stamp = f.stamp
                 self._map_changed = True
+                self._last_fused_wall = time.monotonic()
                 bank = self.bank
         if not res.fused:
             self.drops.drop(res.reason or "rejected", res.message)
@@ -303,21 +324,36 @@ class RgbdFusionNode(Node):
                 self.keyframe_pub.publish(keyframe_to_msg(kf, header, image_frame))
         return True
 
-    def _maybe_publish_cloud(self, force: bool = False) -> None:
+    def _maybe_publish_cloud(self) -> None:
+        """Rate-limited cloud publishing. Snapshots cost the worker time it would spend fusing
+        (a refined one ~1 s per 500k voxels, a preview ~0.2 s): a due cloud waits while frames
+        are queued (up to 4 periods), and with cloud_refine=idle the clouds published while
+        frames stream are previews, followed by one refined cloud once the stream pauses."""
+        cfg = self.cfg
         now = time.monotonic()
-        if not self._map_changed or (not force and now - self._last_cloud < 1.0 / self.cfg.cloud_rate_hz):
+        period = 1.0 / cfg.cloud_rate_hz
+        quiet = now - self._last_fused_wall >= cfg.cloud_idle_s
+        if self._map_changed:
+            since = now - self._last_cloud
+            if since < period or (self._pending and since < 4 * period):
+                return
+            refine = cfg.cloud_refine == "always" or (cfg.cloud_refine == "idle" and quiet)
+        elif self._refined_due and quiet and cfg.cloud_refine == "idle":
+            refine = True
+        else:
             return
         from std_msgs.msg import Header
 
         from r1_ros.conversions import ns_to_stamp
 
         with self._map_lock:
-            records = self.fmap.snapshot_records()
+            records = self.fmap.snapshot_records(refine=refine)
             self._map_changed = False
             stamp = self.last_fused_stamp
-        self._last_cloud = now
+        self._refined_due = not refine
+        self._last_cloud = time.monotonic()
         header = Header(stamp=ns_to_stamp(stamp) if stamp > 0 else self.get_clock().now().to_msg(),
-                        frame_id=self.cfg.map_frame)
+                        frame_id=cfg.map_frame)
         self.cloud_pub.publish(cloud_to_pointcloud2(records, header))
 
     # ---- status and services ----------------------------------------------------------------------

@@ -7,7 +7,8 @@
     #   Reason(planning, PLAN_TEXT) -> "<think>go go go ..." that never closes (runs to max_new_tokens)
 
 How: a `tiny` backbone R1Model whose scene, view and pose token projections are zeroed and
-frozen, so the prompt's embeddings depend only on its text (and the number of views), then
+frozen, and whose prompt does not name the proposals' classes, so the prompt's embeddings
+depend only on the request text (and the number of views), then
 LoRA is trained on the three scripted prompts until greedy decoding reproduces every target
 exactly on a cloud and views it never saw. The answers are therefore independent of the scene
 while the boxes still come from the scene (the <ref> resolves to the live cloud's proposal),
@@ -38,6 +39,8 @@ def tiny_model_config():
                         sa=(SetAbstractionConfig(128, 0.4, 16, (32, 32)), SetAbstractionConfig(32, 0.8, 16, (32, 64))))
     cfg = ModelConfig(backbone="tiny", encoder=enc, projector_hidden=64, system_prompt="r1",
                       views=ViewEncoderConfig(image_size=32, tokens_per_view=4))
+    if hasattr(cfg, "label_objects"):
+        cfg.label_objects = False     # proposal class names in the prompt would make its text scene-dependent
     cfg.lora.rank, cfg.lora.dropout = 8, 0.0
     return cfg
 

@@ -25,7 +25,7 @@ def test_demo_answers_over_ros_and_writes_results_and_picture(tmp_path):
 
     ckpt = scripted_checkpoint(num_views=2)
     params = yaml.safe_load((ROOT / "config" / "nodes.yaml").read_text())
-    params["scene_reasoner"]["ros__parameters"]["service"].update(num_views=2, max_new_tokens=64)
+    params["scene_reasoner"]["ros__parameters"].setdefault("service", {}).update(num_views=2, max_new_tokens=64)
     (tmp_path / "nodes.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "r1_ros.cli", "demo", "--checkpoint", str(ckpt), "--out", str(out),

@@ -108,7 +108,7 @@ def graph(tmp_path_factory):
     ckpt = scripted_checkpoint(num_views=2)
     assets = ensure_demo_assets(tmp / "demo", frames=FRAMES)
     params = yaml.safe_load((ROOT / "config" / "nodes.yaml").read_text())
-    params["scene_reasoner"]["ros__parameters"]["service"].update(num_views=2, max_queue=1, max_batch=1)
+    params["scene_reasoner"]["ros__parameters"].setdefault("service", {}).update(num_views=2, max_queue=1, max_batch=1)
     params["rgbd_fusion"]["ros__parameters"].update(status_rate_hz=10.0, cloud_rate_hz=2.0, queue_size=FRAMES)
     params_file = tmp / "nodes.yaml"
     params_file.write_text(yaml.safe_dump(params))
@@ -134,8 +134,8 @@ def graph(tmp_path_factory):
 
         wait(fused, "the bag to be fused", 120)
         t_done = time.monotonic()
-        wait(lambda: client.cloud_time > t_done, "the final cloud", 30)
-        time.sleep(1.0)
+        # the refined cloud after the stream pauses is the last one (cloud_refine: idle)
+        wait(lambda: client.cloud_time > t_done and time.monotonic() - client.cloud_time > 4.0, "the final cloud", 60)
         yield state
     finally:
         client.close()
