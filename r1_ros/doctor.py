@@ -119,7 +119,25 @@ def _model_assets() -> Check:
     return Check("model assets", True, ", ".join(found))
 
 
-CHECKS: list[Callable[[], Check]] = [_versions, _torch_device, _interfaces, _rclpy, _model_assets]
+def _node_configs() -> Check:
+    """config/nodes.yaml gives every r1 node a valid config, and the bring-up table resolves."""
+    from r1_ros.configs import NODE_CONFIGS, load_node_config, resolve_path
+    from r1_ros.graph import DEFAULT_CHECKPOINT, default_params_file, plan
+
+    path = default_params_file()
+    try:
+        for node, cls in NODE_CONFIGS.items():
+            load_node_config(cls, path, node)
+        names = [s.name for s in plan()]
+    except ValueError as e:
+        return Check("r1 nodes", False, f"{e}")
+    ckpt = resolve_path(DEFAULT_CHECKPOINT)
+    model = (f"default model {ckpt}" if ckpt.is_dir() else
+             f"default model not bundled yet ({ckpt}); r1 demo falls back to the smollm2-135m preset")
+    return Check("r1 nodes", True, f"{path} valid for {', '.join(names)}; {model}")
+
+
+CHECKS: list[Callable[[], Check]] = [_versions, _torch_device, _interfaces, _rclpy, _model_assets, _node_configs]
 
 
 def run_checks() -> list[Check]:

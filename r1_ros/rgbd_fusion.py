@@ -288,7 +288,8 @@ class RgbdFusionNode(Node):
         try:
             color = image_to_array(f.color, "color")
             if self.depth_model is not None:
-                depth = self.depth_model.predict_depth(color).astype(np.float32)
+                # a writable copy: torch warns on (and must not write to) the message's buffer
+                depth = self.depth_model.predict_depth(np.array(color)).astype(np.float32)
             else:
                 depth = image_to_array(f.depth, "depth")
             intr = intrinsics_from_camera_info(info.k, info.width, info.height, info.d, info.distortion_model)

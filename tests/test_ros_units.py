@@ -617,3 +617,16 @@ def test_launch_arguments_are_checked():
     specs = {s.name: s for s in plan({"depth_source": "estimated"})}
     assert "depth/image_raw" not in dict(specs["rgbd_fusion"].remappings)
     assert "bag_replay" not in specs
+
+
+def test_doctor_checks_the_node_configs(monkeypatch, tmp_path):
+    import r1_ros.graph
+    from r1_ros.doctor import _node_configs
+
+    ok = _node_configs()
+    assert ok.ok and "rgbd_fusion, view_selector, scene_reasoner" in ok.detail
+    bad = tmp_path / "nodes.yaml"
+    bad.write_text("rgbd_fusion:\n  ros__parameters:\n    pose_source: gps\n")
+    monkeypatch.setattr(r1_ros.graph, "default_params_file", lambda: str(bad))
+    check = _node_configs()
+    assert not check.ok and "unknown pose_source 'gps'" in check.detail and "[rgbd_fusion]" in check.detail
