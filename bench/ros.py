@@ -1,7 +1,7 @@
 """ROS pipeline benchmark: does the r1 graph keep up with a 30 Hz 640x480 RGB-D stream, and how
 long does a planner wait for Ground / Ask answers?
 
-    .venv/bin/python bench/ros.py                         # 300 frames, pixel strides 2 and 1
+    .venv/bin/python bench/ros.py                         # 300 frames, pixel strides 2 and 4
     .venv/bin/python bench/ros.py --frames 150 --strides 2 --requests 10
     .venv/bin/python bench/ros.py --model preset:smollm2-135m --requests 3
 
@@ -211,7 +211,8 @@ def run_stride(stride: int, bag: Path, frames: int, model: dict, requests: int, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=300, help="frames of the 30 Hz bag (default 300 = 10 s)")
-    ap.add_argument("--strides", type=int, nargs="+", default=[2, 1], help="fusion pixel strides to run")
+    ap.add_argument("--strides", type=int, nargs="+", default=[2, 4],
+                    help="fusion pixel strides to run (2 = FusionConfig's default)")
     ap.add_argument("--requests", type=int, default=20, help="idle Ground and Ask requests each")
     ap.add_argument("--model", default="scripted", help="scripted | <checkpoint dir> | preset:<name>")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/ros-<date>-<device>.json)")
