@@ -18,25 +18,6 @@ pytestmark = pytest.mark.slow
 RECIPE = "config/train/tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from r1_core.data.synthetic.dataset import write_dataset
-    from training.detector import train_detector
-    from training.pack import build_pack
-    from r1_core.data.scene import load_scannet_scene
-    from r1_core.data.tasks import DatasetLayout
-
-    root = tmp_path_factory.mktemp("train")
-    write_dataset(root / "data", train_scenes=2, val_scenes=1, seed=5, progress=False)
-    recipe = load_recipe(RECIPE, overrides={"pack.frames": 20, "pack.caption_per_scene": 2})
-    lay = DatasetLayout(root / "data")
-    scenes = [load_scannet_scene(lay.scannet_dir, s) for s in lay.scene_ids("train")]
-    train_detector(recipe.model.encoder, recipe.detector, lambda: scenes, [], root / "detector", progress=False)
-    build_pack(root / "data", root / "pack", recipe.pack, encoder_cfg=recipe.model.encoder,
-               detector=root / "detector", progress=False)
-    return root, recipe
-
-
 def test_detector_loss_decreases(world):
     root, _ = world
     losses = [m["loss"] for m in read_metrics(root / "detector") if m.get("stage") == "detector"]
@@ -64,7 +45,10 @@ def test_pack_holds_scenes_keyframes_and_view_choices(world):
 def sft_run(world):
     from training.sft import train_sft
 
-    root, recipe = world
+    from conftest import TINY_WORLD
+
+    root, _ = world
+    recipe = load_recipe(RECIPE, overrides=TINY_WORLD)
     recipe.sft.tasks = ("grounding",)
     recipe.sft.steps = 12
     recipe.sft.batch_size = 2
