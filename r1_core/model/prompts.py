@@ -83,18 +83,17 @@ def user_text(query: SceneQuery, target_ref: int | None = None) -> str:
 
 def chat_messages(query: SceneQuery, system_prompt: str = SYSTEM_PROMPT,
                   target_ref: int | None = None) -> list[dict]:
-    """System, the dialogue history (if any), then the user turn with the placeholders."""
-    msgs = [{"role": "system", "content": system_prompt}]
+    """System, then one user turn: scene, views, the dialogue history (if any) and the task.
+
+    History is written into the user turn as `user: …` / `assistant: …` lines, the layout of
+    the dialogue questions of Scene-30K records (r1_core.data.cot) that the model trains on,
+    rather than as separate chat turns."""
     if query.history and len(query.history) % 2 != 0:
         raise ValueError(f"history: expected alternating user/assistant turns (an even count), "
                          f"got {len(query.history)} turns")
-    for i, turn in enumerate(query.history):
-        msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": turn})
-    first = f"{SCENE_PLACEHOLDER}{VIEWS_PLACEHOLDER}\n" if not query.history else ""
-    msgs.append({"role": "user", "content": first + user_text(query, target_ref)})
-    if query.history:  # the scene goes at the start of the first user turn
-        msgs[1]["content"] = f"{SCENE_PLACEHOLDER}{VIEWS_PLACEHOLDER}\n" + msgs[1]["content"]
-    return msgs
+    past = "".join(f"{'user' if i % 2 == 0 else 'assistant'}: {turn.strip()}\n" for i, turn in enumerate(query.history))
+    content = f"{SCENE_PLACEHOLDER}{VIEWS_PLACEHOLDER}\n{past}{user_text(query, target_ref)}"
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": content}]
 
 
 def build_prompt(query: SceneQuery, num_objects: int, view_slots: list[int], tokenizer,
