@@ -105,7 +105,7 @@ def _eval(args) -> int:
                                    overrides={"dtype": args.dtype} if args.dtype else None)
         preds = predict(model, TrainingPack(args.pack), split=args.split, views=args.views,
                         num_views=args.num_views, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                        limit=args.limit, dense_caption=not args.no_dense_caption,
+                        limit=args.limit, every=args.every, dense_caption=not args.no_dense_caption,
                         **({"tasks": tuple(args.tasks)} if args.tasks else {}))
         write_predictions(preds, out / "predictions.jsonl")
         print(f"wrote {len(preds)} predictions to {out / 'predictions.jsonl'}")
@@ -165,6 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--max-new-tokens", type=int, default=160)
     e.add_argument("--limit", type=int, default=0, help="only the first N examples (0 = all)")
+    e.add_argument("--every", type=int, default=1, help="keep every N-th example (an evenly spread subset)")
     e.add_argument("--tasks", nargs="+", choices=["grounding", "qa", "dialogue", "planning"],
                    help="only these tasks (default: all)")
     e.add_argument("--device", default="auto", help="cuda, cpu or auto")

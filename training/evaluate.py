@@ -57,10 +57,11 @@ def _record(ex: TrainExample | None, raw: str, boxes_props: np.ndarray, finish: 
 @torch.no_grad()
 def predict(model: R1Model, pack: TrainingPack, split: str = "val", views: str = "dynamic", num_views: int = 4,
             batch_size: int = 16, max_new_tokens: int = 160, tasks: tuple[str, ...] = tuple(TASK_BENCHMARK),
-            dense_caption: bool = True, limit: int = 0, progress: bool = True) -> list[dict]:
-    """Greedy answers for the split's examples (+ dense captions per scene)."""
+            dense_caption: bool = True, limit: int = 0, every: int = 1, progress: bool = True) -> list[dict]:
+    """Greedy answers for the split's examples (+ dense captions per scene). `every` keeps every
+    n-th example (a deterministic, evenly spread subset for slow machines)."""
     model.eval()
-    examples = [e for e in pack.examples(split) if e.task in tasks]
+    examples = [e for e in pack.examples(split) if e.task in tasks][::every]
     if limit:
         examples = examples[:limit]
     encodings = {sid: model.encode_scene(pack.scene(sid).points)
