@@ -167,20 +167,24 @@ def run_stride(stride: int, bag: Path, frames: int, model: dict, requests: int, 
                 last["key"], last["since"] = key, time.monotonic()
             return s.frames_fused + s.frames_dropped >= s.frames_in and time.monotonic() - last["since"] > 2.0
 
-        i = 0
-        while not done():
-            if time.monotonic() - t0 > frames / 30.0 + 120:
-                raise RuntimeError(f"stream not finished: {planner.status}")
-            now = time.monotonic() - t0
-            if now < frames / 30.0 and now >= i * REQUEST_PERIOD_S:   # a planner asking once a second
+        def ask_while_streaming() -> None:       # a planner asking once a second (own thread)
+            i = 0
+            while time.monotonic() - t0 < frames / 30.0:
                 kind, cl, rq = ("ground", ground, gq) if i % 2 == 0 else ("ask", ask, aq)
                 lat, ok, msg = planner.timed(cl, rq)
                 loaded[kind].append(lat)
                 if not ok:
                     failures.append(msg)
                 i += 1
-            else:
-                time.sleep(0.02)
+                time.sleep(max(0.0, t0 + i * REQUEST_PERIOD_S - time.monotonic()))
+
+        requester = threading.Thread(target=ask_while_streaming, daemon=True)
+        requester.start()
+        while not done():
+            if time.monotonic() - t0 > frames / 30.0 + 120:
+                raise RuntimeError(f"stream not finished: {planner.status}")
+            time.sleep(0.02)
+        requester.join()
         stream_s = last["since"] - t0           # until the last frame was accounted for
         s = planner.status
         idle = {"ground": [], "ask": []}

@@ -32,8 +32,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+
+from r1_msgs.msg import FusionStatus, Keyframe
+from r1_msgs.srv import MapFile
 
 from r1_core.geometry.fusion import FusionMap
 from r1_core.geometry.rgbd import FrameError, intrinsics_from_camera_info
@@ -41,7 +50,7 @@ from r1_core.views.bank import KeyframeBank
 from r1_ros import qos
 from r1_ros.configs import FusionNodeConfig, shared_defaults
 from r1_ros.conversions import (BadInput, check_image_size, cloud_to_pointcloud2, image_to_array,
-                                keyframe_to_msg, stamp_ns)
+                                keyframe_to_msg, ns_to_stamp, stamp_ns)
 from r1_ros.framesync import DropCounter, PairSync, StampedCache
 from r1_ros.params import DataclassParameters
 from r1_ros.runtime import run_node
@@ -101,14 +110,6 @@ class RgbdFusionNode(Node):
         # messages of one stream stay in arrival order (a reentrant group would reorder them)
         color_g, depth_g, inputs = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         services = MutuallyExclusiveCallbackGroup()
-        from sensor_msgs.msg import CameraInfo, Image
-        from std_srvs.srv import Trigger
-        from tf2_msgs.msg import TFMessage
-
-        from r1_msgs.msg import FusionStatus, Keyframe
-        from r1_msgs.srv import MapFile
-        from sensor_msgs.msg import PointCloud2
-
         # reader history as deep as the frame queue: a reliable KEEP_LAST reader overwrites
         # unread samples, so a short history loses frames whenever the executor is held up
         sensor = qos.sensor(max(10, cfg.queue_size))
@@ -120,10 +121,8 @@ class RgbdFusionNode(Node):
         self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), qos.TF_STATIC_SUB,
                                  callback_group=inputs)
         if cfg.pose_source == "pose":
-            from geometry_msgs.msg import PoseStamped
             self.create_subscription(PoseStamped, "pose", self._on_pose, qos.TF, callback_group=inputs)
         elif cfg.pose_source == "odometry":
-            from nav_msgs.msg import Odometry
             self.create_subscription(Odometry, "odom", self._on_odom, qos.TF, callback_group=inputs)
         self.cloud_pub = self.create_publisher(PointCloud2, "fused_cloud", qos.CLOUD)
         self.keyframe_pub = self.create_publisher(Keyframe, "keyframes", qos.keyframes(cfg.keyframe_history))
@@ -318,8 +317,6 @@ class RgbdFusionNode(Node):
                 self.ignored.drop("keyframe_rejected", str(e))
                 inserted = False
             if inserted:
-                from std_msgs.msg import Header
-
                 kf = bank.keyframes()[-1]
                 header = Header(stamp=f.color.header.stamp, frame_id=cfg.map_frame)
                 self.keyframe_pub.publish(keyframe_to_msg(kf, header, image_frame))
@@ -343,10 +340,6 @@ class RgbdFusionNode(Node):
             refine = True
         else:
             return
-        from std_msgs.msg import Header
-
-        from r1_ros.conversions import ns_to_stamp
-
         with self._map_lock:
             records = self.fmap.snapshot_records(refine=refine)
             self._map_changed = False
@@ -358,9 +351,7 @@ class RgbdFusionNode(Node):
         self.cloud_pub.publish(cloud_to_pointcloud2(records, header))
 
     # ---- status and services ----------------------------------------------------------------------
-    def status(self):
-        from r1_msgs.msg import FusionStatus
-
+    def status(self) -> FusionStatus:
         drops = self.drops.snapshot()
         m = FusionStatus()
         m.header.stamp = self.get_clock().now().to_msg()

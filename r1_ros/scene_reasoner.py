@@ -107,8 +107,8 @@ class SceneReasonerNode(LifecycleNode):
             self.get_logger().info("waiting for lifecycle transitions (autostart is off)")
             return
         for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
-            if trigger() != SUCCESS:
-                raise ValueError(f"{name} failed: {self._error}")
+            if trigger() != SUCCESS:          # the reason is logged by the transition
+                raise ValueError(f"{name} failed")
 
     def close(self) -> None:
         state = self._state_machine.current_state[1]
@@ -281,17 +281,18 @@ class SceneReasonerNode(LifecycleNode):
         except RequestFailed as e:
             return None, str(e)
         deadline = time.monotonic() + timeout + 10.0   # the service enforces the timeout; this is a backstop
-        while not handle.done():
+        while True:
+            try:
+                return handle.result(timeout=0.02), ""
+            except TimeoutError:                        # still running
+                pass
+            except RequestFailed as e:
+                return None, str(e)
             if cancelled is not None and cancelled():
                 handle.cancel()
             if time.monotonic() > deadline:
                 handle.cancel()
                 return None, f"no answer within {timeout + 10.0:.0f} s"
-            handle._done.wait(0.02)
-        try:
-            return handle.result(timeout=0), ""
-        except RequestFailed as e:
-            return None, str(e)
 
     def _publish_markers(self, answer) -> None:
         if self.marker_pub is not None and len(answer.boxes):

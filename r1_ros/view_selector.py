@@ -16,8 +16,6 @@ scene_reasoner selects in-process, with the proposals; see scene_reasoner.py).
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -56,7 +54,6 @@ class ViewSelectorNode(Node):
         self.selector = make_selector(self.bank, cfg.selector)
         self.scene = empty_scene()
         self.ignored = DropCounter(self.get_logger().warning, 30.0)
-        self._lock = threading.Lock()
         self.create_subscription(Keyframe, "keyframes", self._on_keyframe, qos.keyframes(100),
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(SelectViews, "select_views", self._srv_select,
