@@ -48,6 +48,7 @@ def cpu_bench(args) -> dict:
 
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.checkpoint)
+    model.merge_lora()                               # as the reasoning service runs it
     scene = demo_scene()
     query = SceneQuery("grounding", "where is the red chair next to the bed?")
     times, enc_t, gen_t = [], [], []

@@ -123,7 +123,7 @@ def planning_steps(answer: str) -> list[str]:
 class ReasoningService:
     def __init__(self, model: R1Model, cfg: ServiceConfig | None = None, views: ViewProvider | None = None,
                  label_names: Callable[[int], str] | None = None):
-        self.model = model.eval()
+        self.model = model.eval().merge_lora()     # inference only: fold LoRA into the weights
         self.cfg = cfg or ServiceConfig()
         self.views = views
         self.label_names = label_names or (lambda i: str(i))

@@ -166,3 +166,17 @@ def test_bad_queries():
         SceneQuery("object_caption")
     with pytest.raises(ValueError, match="non-empty text"):
         SceneQuery("qa", "  ")
+
+
+def test_merged_lora_gives_the_same_answer_and_refuses_to_save(trained, tmp_path):
+    model, scene, vs, query = trained
+    batch = model.collate([model.prepare(scene, vs, query)], for_generation=True)
+    before = generate(model, batch, GenerationSettings(max_new_tokens=30))[0].token_ids
+    model.merge_lora()
+    try:
+        merged = generate(model, batch, GenerationSettings(max_new_tokens=30))[0].token_ids
+        with pytest.raises(CheckpointError, match="merged"):
+            save_checkpoint(model, tmp_path / "ck")
+    finally:
+        model.unmerge_lora()
+    assert merged == before

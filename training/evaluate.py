@@ -60,7 +60,16 @@ def predict(model: R1Model, pack: TrainingPack, split: str = "val", views: str =
             dense_caption: bool = True, limit: int = 0, every: int = 1, progress: bool = True) -> list[dict]:
     """Greedy answers for the split's examples (+ dense captions per scene). `every` keeps every
     n-th example (a deterministic, evenly spread subset for slow machines)."""
-    model.eval()
+    model.eval().merge_lora()
+    try:
+        return _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, tasks, dense_caption,
+                        limit, every, progress)
+    finally:
+        model.unmerge_lora()
+
+
+def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, tasks, dense_caption, limit, every,
+             progress) -> list[dict]:
     examples = [e for e in pack.examples(split) if e.task in tasks][::every]
     if limit:
         examples = examples[:limit]

@@ -57,6 +57,9 @@ def save_checkpoint(model: R1Model, path: str | Path, extra: dict[str, torch.Ten
     """Write a checkpoint directory atomically (a temp dir renamed into place; an existing
     checkpoint at `path` is replaced only once the new one is complete)."""
     path = Path(path)
+    if model.lora_merged:
+        raise CheckpointError("save_checkpoint: the LoRA adapter is merged into the base weights "
+                              "(inference mode); call model.unmerge_lora() first")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
