@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "r1_core.views.cli",
     "r1_ros.bringup",
     "r1_ros.demo",
+    "r1_ros.eval_bag",
 ]
 
 
