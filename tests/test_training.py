@@ -74,6 +74,8 @@ def test_sft_lowers_loss_and_moves_every_trainable_tensor(sft_run):
     assert not unchanged, f"trainable tensors that did not move: {unchanged[:5]}"
     frozen_moved = [k for k in detector if not torch.equal(start[k], final[k])]
     assert not frozen_moved, f"the detector must stay frozen in SFT: {frozen_moved[:5]}"
+    extra = load_file(root / "sft" / "final" / "extra.safetensors")
+    assert set(extra) >= {"view_selection.w_text", "view_selection.w_redundancy"}
     adapter = load_file(root / "sft" / "final" / "adapter.safetensors")
     assert all(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
 

@@ -105,6 +105,14 @@ class TrainingPack:
         self.meta = json.loads(meta.read_text())
         self._scenes: dict[str, tuple[Scene, list[ViewInput]]] = {}
 
+    def view_selection_tensors(self) -> dict:
+        """The view-selection weights the pack's views were chosen with, as the tensors a model
+        checkpoint carries in extra.safetensors (so the robot selects views the same way)."""
+        from r1_core.views.select import ViewScorerWeights, WeightsConfig
+
+        w = self.meta["config"]["selector"]["weights"]
+        return {k: v.contiguous() for k, v in ViewScorerWeights(WeightsConfig(**w)).to_tensors().items()}
+
     def examples(self, split: str) -> list[TrainExample]:
         path = self.root / f"examples_{split}.jsonl"
         if not path.is_file():

@@ -202,10 +202,10 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                     vals[k] = float(np.mean(v))
             log.log(step, vals, stage="grpo")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and acc.is_main_process:
-            save_checkpoint(model, out_dir / f"checkpoint-{step + 1}")
+            save_checkpoint(model, out_dir / f"checkpoint-{step + 1}", extra=pack.view_selection_tensors())
     acc.wait_for_everyone()
     if acc.is_main_process:  # the checkpoint holds the policy ("default") adapter only
-        save_checkpoint(model, out_dir / "final")
+        save_checkpoint(model, out_dir / "final", extra=pack.view_selection_tensors())
     log.close()
     bar.close()
     return {"steps": cfg.steps, "first_reward": history[0], "last_reward": float(np.mean(history[-5:])),

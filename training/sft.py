@@ -144,10 +144,10 @@ def train_sft(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, detector:
             log.log(step, {"loss": mean, "lr": sched.get_last_lr()[0]}, stage="sft")
             bar.set_postfix(loss=f"{mean:.3f}")
         if cfg.save_every and step % cfg.save_every == 0 and acc.is_main_process:
-            save_checkpoint(unwrapped, out_dir / f"checkpoint-{step}")
+            save_checkpoint(unwrapped, out_dir / f"checkpoint-{step}", extra=pack.view_selection_tensors())
     acc.wait_for_everyone()
     if acc.is_main_process:
-        save_checkpoint(unwrapped, out_dir / "final")
+        save_checkpoint(unwrapped, out_dir / "final", extra=pack.view_selection_tensors())
     log.close()
     bar.close()
     return {"steps": step, "first_loss": losses[0], "last_loss": float(np.mean(losses[-max(1, cfg.log_every):])),
