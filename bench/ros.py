@@ -140,6 +140,7 @@ def run_stride(stride: int, bag: Path, frames: int, model: dict, requests: int, 
     params["rgbd_fusion"]["ros__parameters"].setdefault("fusion", {})["pixel_stride"] = stride
     params["rgbd_fusion"]["ros__parameters"]["status_rate_hz"] = 10.0
     params["scene_reasoner"]["ros__parameters"].setdefault("service", {}).update(model.get("service", {}))
+    params["scene_reasoner"]["ros__parameters"]["torch_threads"] = model.get("torch_threads", 0)
     pf = tmp / f"nodes-{stride}.yaml"
     pf.write_text(yaml.safe_dump(params))
     log = open(tmp / f"nodes-{stride}.log", "w")
@@ -229,7 +230,8 @@ def main() -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 50))
     if args.model == "scripted":
         model = {"name": "scripted tiny checkpoint (r1_ros.testing)", "ground": GROUND_TEXT, "ask": ASK_TEXT,
-                 "launch": {"checkpoint": str(scripted_checkpoint(num_views=2))}, "service": {"num_views": 2}}
+                 "launch": {"checkpoint": str(scripted_checkpoint(num_views=2))}, "service": {"num_views": 2},
+                 "torch_threads": 1}
     elif args.model.startswith("preset:"):
         name = args.model.split(":", 1)[1]
         model = {"name": f"preset {name} (untrained encoder)", "ground": "the red chair next to the bed",

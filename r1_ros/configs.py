@@ -129,6 +129,9 @@ class ReasonerNodeConfig:
     map_frame: str = p("map", "frame of the scene cloud and of answer boxes")
     autostart: bool = p(True, "configure and activate at start (no lifecycle manager needed)")
     device: str = p("cpu", "torch device of the model: cpu | cuda | cuda:N")
+    torch_threads: int = p(0, "torch CPU threads of this process (0 = torch's default, all cores); on a small CPU "
+                              "shared with rgbd_fusion, 1 keeps torch's spinning threads from starving fusion",
+                           (0, 256))
     model: ModelSource = p(help="model", factory=ModelSource)
     service: ServiceConfig = p(help="request queue, batching, timeouts, generation", factory=ServiceConfig)
     bank: BankConfig = p(help="keyframe bank bounds (keyframes arrive already gated by rgbd_fusion)",

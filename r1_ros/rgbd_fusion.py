@@ -106,9 +106,9 @@ class RgbdFusionNode(Node):
         self.exit_code = 0
         self._worker = threading.Thread(target=self._run, name="r1-fusion", daemon=True)
 
-        # one mutually exclusive group per stream: streams are handled in parallel, but the
-        # messages of one stream stay in arrival order (a reentrant group would reorder them)
-        color_g, depth_g, inputs = (MutuallyExclusiveCallbackGroup() for _ in range(3))
+        # one mutually exclusive group for every input: the callbacks only queue work, and one
+        # group keeps all messages in arrival order (a reentrant group reorders a stream)
+        inputs = color_g = depth_g = MutuallyExclusiveCallbackGroup()
         services = MutuallyExclusiveCallbackGroup()
         # reader history as deep as the frame queue: a reliable KEEP_LAST reader overwrites
         # unread samples, so a short history loses frames whenever the executor is held up

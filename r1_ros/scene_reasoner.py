@@ -163,6 +163,9 @@ class SceneReasonerNode(LifecycleNode):
         from r1_msgs.srv import Ask, Ground
 
         cfg = self.cfg
+        if cfg.torch_threads > 0:
+            import torch
+            torch.set_num_threads(cfg.torch_threads)
         t0 = time.monotonic()
         what = f"preset {cfg.model.preset} (untrained encoder)" if cfg.model.preset else cfg.model.checkpoint
         self.get_logger().info(f"loading the model: {what} on {cfg.device}")

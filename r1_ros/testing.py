@@ -68,6 +68,17 @@ def build_scripted_checkpoint(path: str | Path, num_views: int = 2, seed: int = 
     greedy decoding does not reproduce the script within max_steps."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)      # tiny matrices: extra threads only spin against other processes
+    try:
+        return _build(path, num_views, seed, max_steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(path: str | Path, num_views: int, seed: int, max_steps: int) -> Path:
+    import torch
+
     from r1_core.model.checkpoint import save_checkpoint
     from r1_core.model.generate import GenerationSettings, generate
     from r1_core.model.r1model import R1Model

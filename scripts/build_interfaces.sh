@@ -20,6 +20,7 @@ grep -rlZ --include='*.cmake' "$baked/" "$venv/share" 2>/dev/null | xargs -0 -r 
   -e "s#$baked/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g"
 
 build="$root/build/interfaces"
+mkdir -p "$build"
 for pkg in tf2_msgs r1_msgs; do
   echo "[r1] building ROS interfaces: $pkg"
   cmake -S "$root/msg/$pkg" -B "$build/$pkg" -G "Unix Makefiles" \

@@ -16,7 +16,13 @@ import yaml
 
 from r1_ros.testing import ASK_TEXT, GROUND_TEXT, PLAN_TEXT, scripted_checkpoint
 
+from r1_ros.graph import local_dds_environment  # noqa: E402
+
 pytestmark = pytest.mark.ros
+# The r1 nodes run with the shared-memory Fast DDS profile (r1_ros.graph.local_dds_environment);
+# this process's own participants must use it too, and Fast DDS reads it once per process, at
+# the first participant: set it while the test modules are collected, before any rclpy.init().
+os.environ.update(local_dds_environment())
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +31,7 @@ def test_demo_answers_over_ros_and_writes_results_and_picture(tmp_path):
 
     ckpt = scripted_checkpoint(num_views=2)
     params = yaml.safe_load((ROOT / "config" / "nodes.yaml").read_text())
+    params["scene_reasoner"]["ros__parameters"]["torch_threads"] = 1          # a tiny model
     params["scene_reasoner"]["ros__parameters"].setdefault("service", {}).update(num_views=2, max_new_tokens=64)
     (tmp_path / "nodes.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "out"

@@ -4,10 +4,18 @@ Anything branch, and PoseStamped / Odometry pose sources give exactly the map th
 gives for the same camera poses."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
+from r1_ros.graph import local_dds_environment  # noqa: E402
+
 pytestmark = pytest.mark.ros
+# The r1 nodes run with the shared-memory Fast DDS profile (r1_ros.graph.local_dds_environment);
+# this process's own participants must use it too, and Fast DDS reads it once per process, at
+# the first participant: set it while the test modules are collected, before any rclpy.init().
+os.environ.update(local_dds_environment())
 OPTICAL = "camera_color_optical_frame"
 T_LINK_OPTICAL = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], np.float64)
 BASE = 5_000_000_000

@@ -17,7 +17,13 @@ import yaml
 
 from r1_ros.testing import ASK_TEXT, GROUND_TEXT, PLAN_TEXT, scripted_checkpoint
 
+from r1_ros.graph import local_dds_environment  # noqa: E402
+
 pytestmark = pytest.mark.ros
+# The r1 nodes run with the shared-memory Fast DDS profile (r1_ros.graph.local_dds_environment);
+# this process's own participants must use it too, and Fast DDS reads it once per process, at
+# the first participant: set it while the test modules are collected, before any rclpy.init().
+os.environ.update(local_dds_environment())
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES = 30
 
@@ -102,18 +108,16 @@ def graph(tmp_path_factory):
     resumed once every node is up, and the fixture returns when the last frame is fused."""
     from r1_core.data.synthetic.demo import ensure_demo_assets
     from r1_ros.bringup import BringUp
-    from r1_ros.graph import local_dds_environment
 
     tmp = tmp_path_factory.mktemp("pipeline")
     ckpt = scripted_checkpoint(num_views=2)
     assets = ensure_demo_assets(tmp / "demo", frames=FRAMES)
     params = yaml.safe_load((ROOT / "config" / "nodes.yaml").read_text())
+    params["scene_reasoner"]["ros__parameters"]["torch_threads"] = 1          # a tiny model
     params["scene_reasoner"]["ros__parameters"].setdefault("service", {}).update(num_views=2, max_queue=1, max_batch=1)
     params["rgbd_fusion"]["ros__parameters"].update(status_rate_hz=10.0, cloud_rate_hz=2.0, queue_size=FRAMES)
     params_file = tmp / "nodes.yaml"
     params_file.write_text(yaml.safe_dump(params))
-    saved = {k: os.environ.get(k) for k in local_dds_environment()}
-    os.environ.update(local_dds_environment())
     log_path = tmp / "nodes.log"
     log = open(log_path, "w")
     up = BringUp({"params_file": str(params_file), "bag": str(assets.bag), "bag_start_paused": "true",
@@ -142,11 +146,6 @@ def graph(tmp_path_factory):
         if state["codes"] is None:
             state["codes"] = up.stop()
         log.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _tail(graph) -> str:
