@@ -23,6 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_tag  # noqa: E402
+
 from r1_core.data.bags import BagConfig, write_bag  # noqa: E402
 from r1_core.data.rgbd import RGBDFrame  # noqa: E402
 from r1_core.data.synthetic.dataset import write_dataset  # noqa: E402
@@ -30,16 +32,6 @@ from r1_core.data.synthetic.render import RenderConfig, make_renderer, walkthrou
 from r1_core.data.synthetic.world import generate_room  # noqa: E402
 
 
-def device() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu{os.cpu_count()}-" + "".join(c if c.isalnum() else "_" for c in cpu)[:40]
 
 
 def bench_render(rooms: int, frames: int, backend: str, noise: bool) -> dict:
@@ -92,7 +84,7 @@ def main() -> int:
     ap.add_argument("--no-bag", action="store_true", help="skip the bag benchmark (machines without rosbags)")
     ap.add_argument("--tag", default="", help="appended to the device name in the results file")
     args = ap.parse_args()
-    res = {"date": datetime.date.today().isoformat(), "device": device(), "cpus": os.cpu_count(),
+    res = {"date": datetime.date.today().isoformat(), "device": cpu_tag(), "cpus": os.cpu_count(),
            "python": platform.python_version(), "loadavg_before": os.getloadavg(), "render": []}
     res["render"].append(bench_render(args.rooms, args.frames, "boxes", True))
     res["render"].append(bench_render(args.rooms, args.frames, "boxes", False))

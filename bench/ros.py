@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -37,44 +36,20 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_tag  # noqa: E402
+
 REQUEST_PERIOD_S = 1.0
-
-
-def device() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"cpu{n}-" + "".join(c if c.isalnum() else "_" for c in cpu)[:40]
 
 
 def make_bag(path: Path, frames: int) -> Path:
     """A `frames`-long 30 Hz walk-through of the demo bedroom as a rosbag2 (cached)."""
-    from r1_core.data.bags import BagConfig, write_bag
-    from r1_core.data.rgbd import RGBDFrame
-    from r1_core.data.synthetic.demo import demo_room
-    from r1_core.data.synthetic.render import RenderConfig, make_renderer, walkthrough_poses
+    from r1_core.data.synthetic.demo import write_demo_bag
 
     if (path / "metadata.yaml").is_file():
         return path
-    room = demo_room()
-    rcfg = RenderConfig()
-    r = make_renderer(room, rcfg)
-    rng = np.random.default_rng(0)
-    poses = walkthrough_poses(room, rcfg, n_frames=frames, seed=0)
-
-    def gen():
-        for T in poses:
-            v = r.render(T, rng=rng)
-            yield RGBDFrame(v.color, v.depth, r.K, T)
-
     tmp = path.with_name(path.name + ".tmp")
-    write_bag(tmp, gen(), BagConfig(fps=rcfg.fps))
+    write_demo_bag(tmp, frames)
     tmp.rename(path)
     return path
 
@@ -247,7 +222,7 @@ def main() -> int:
         for stride in args.strides:
             print(f"[bench ros] pixel stride {stride}: replaying {args.frames} frames at 30 Hz ...", flush=True)
             runs.append(run_stride(stride, bag, args.frames, model, args.requests, Path(tmp)))
-    res = {"date": dt.date.today().isoformat(), "device": device(), "model": model["name"], "frames": args.frames,
+    res = {"date": dt.date.today().isoformat(), "device": cpu_tag(), "model": model["name"], "frames": args.frames,
            "fps": 30, "resolution": "640x480", "requests_idle": args.requests, "runs": runs,
            "note": "separate processes per node (r1 up), shared-memory Fast DDS profile; 2 shared cores"}
     print(f"\n{'stride':>6} {'sent':>5} {'in':>5} {'fused':>6} {'dropped':>8} {'backlog':>8} {'fused/s':>8}   "

@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_tag  # noqa: E402
+
 from r1_core.config import config_to_dict  # noqa: E402
 from r1_core.views.cli import load_settings  # noqa: E402
 from r1_core.views.evaluate import SKIPPED, hit_rates, synthetic_episodes  # noqa: E402
@@ -39,17 +40,6 @@ from r1_core.views.select import (DynamicSelector, RandomSelector, UniformSelect
                                   WeightsConfig)
 
 
-def device() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"cpu{n}-" + "".join(c if c.isalnum() else "_" for c in cpu)[:40]
 
 
 def acceptance(tours: int, rooms: int, seed: int, bank_cfg, sel_cfg, walk, k: int) -> dict:
@@ -126,7 +116,7 @@ def main() -> int:
     t0 = time.perf_counter()
     acc = acceptance(args.tours, args.rooms, args.seed, bank_cfg, sel_cfg, walk, args.k)
     lat = latency(args.latency_requests, args.seed + 2000, bank_cfg, sel_cfg, walk, args.k)
-    res = {"date": datetime.date.today().isoformat(), "device": device(), "k": args.k,
+    res = {"date": datetime.date.today().isoformat(), "device": cpu_tag(), "k": args.k,
            "selector": config_to_dict(sel_cfg), "bank": config_to_dict(bank_cfg), "walk": config_to_dict(walk),
            "acceptance": acc, "latency": lat, "skipped_rooms": list(SKIPPED), "seconds": time.perf_counter() - t0}
 

@@ -138,6 +138,24 @@ class Planner:
             res = None
         return res, time.monotonic() - t0
 
+    def replay(self, n_frames: int, alive, fuse_timeout: float, cloud_timeout: float) -> None:
+        """Resume the paused bag_replay and return once its `n_frames` frames are fused (or
+        dropped) and the final cloud is out: the refined cloud rgbd_fusion publishes when the
+        stream pauses (cloud_refine: idle), after which no cloud comes for QUIET_S."""
+        from std_srvs.srv import Trigger
+
+        resume = self.client(Trigger, "/bag_replay/resume", 120, alive)
+        self.call(resume, Trigger.Request(), 30)
+
+        def replayed() -> bool:
+            s = self.status
+            return s is not None and s.frames_in >= n_frames and s.frames_fused + s.frames_dropped >= s.frames_in
+
+        self.wait_for("the replay to be fused", replayed, fuse_timeout, alive)
+        t_fused = time.monotonic()
+        self.wait_for("the final fused cloud", lambda: self.cloud_time > t_fused
+                      and time.monotonic() - self.cloud_time > QUIET_S, cloud_timeout, alive)
+
 
 def run(args: argparse.Namespace) -> int:
     from r1_ros.graph import local_dds_environment
@@ -198,24 +216,11 @@ def run(args: argparse.Namespace) -> int:
 
         from r1_msgs.action import Reason
         from r1_msgs.srv import Ask, Ground
-        from std_srvs.srv import Trigger
 
-        resume = planner.client(Trigger, "/bag_replay/resume", 120, alive)
         ground = planner.client(Ground, "ground", args.timeout, alive)
         ask = planner.client(Ask, "ask", args.timeout, alive)
         print(f"[r1 demo] graph up after {time.monotonic() - t_start:.0f} s; replaying {n_frames} frames ...", flush=True)
-        planner.call(resume, Trigger.Request(), 30)
-
-        def replayed() -> bool:
-            s = planner.status
-            return s is not None and s.frames_in >= n_frames and s.frames_fused + s.frames_dropped >= s.frames_in
-
-        planner.wait_for("the replay to be fused", replayed, 120, alive)
-        t_fused = time.monotonic()
-        # the last cloud is the refined one rgbd_fusion publishes once the stream pauses
-        # (cloud_refine: idle); then no cloud comes for a while and the reasoner has it too
-        planner.wait_for("the final fused cloud", lambda: planner.cloud_time > t_fused
-                         and time.monotonic() - planner.cloud_time > QUIET_S, 120, alive)
+        planner.replay(n_frames, alive, fuse_timeout=120, cloud_timeout=120)
         s = planner.status
         drops = dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts)))
         print(f"[r1 demo] fused {s.frames_fused}/{s.frames_in} frames (dropped: {drops or 'none'}), "
@@ -250,6 +255,11 @@ def run(args: argparse.Namespace) -> int:
     gt_labels = [f"{o.color} {o.label}" if o.color else o.label for o in named]
     pred = [np.array(b["center"] + b["size"] + [b["yaw"]], np.float32) for r in records.values() for b in r["boxes"]]
     pred_labels = [f"{k}: {b['label']}" for k, r in records.items() for b in r["boxes"]]
+    grounded = _ground_truth_iou(scene, records["ground"])
+    if grounded is not None:
+        records["ground"]["ground_truth"] = grounded
+        print(f"\n[r1 demo] Ground vs the scene's ground truth ({grounded['object']}): IoU {grounded['iou']:.2f} "
+              f"({'right' if grounded['iou'] >= 0.25 else 'wrong'} at IoU 0.25)", flush=True)
     from r1_core.eval.visualize import render_topdown
 
     png = out / "scene.png"
@@ -265,6 +275,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"[r1 demo] nodes did not exit cleanly: {unclean}", file=sys.stderr)
         return 1
     return 0 if answered else 1
+
+
+def _ground_truth_iou(scene, rec: dict) -> dict | None:
+    """IoU of the Ground answer's first box with the object the expression names first (the
+    referred object: "the red chair next to the bed" -> the red chair); None without a box."""
+    from r1_core.geometry.boxes import box_iou_3d
+
+    text = rec["request"].lower()
+    named = named_objects(scene, [rec["request"]])
+    if not rec["boxes"] or not named:
+        return None
+
+    def position(o) -> int:
+        name = f"{o.color} {o.label}" if o.color and f"{o.color} {o.label}" in text else o.label
+        return text.find(name)
+
+    target = min(named, key=position)
+    b = rec["boxes"][0]
+    pred = np.array([b["center"] + b["size"] + [b["yaw"]]], np.float64)
+    iou = float(box_iou_3d(pred, np.asarray(target.box, np.float64).reshape(1, 7))[0, 0])
+    return {"object": f"{target.color} {target.label}".strip(), "box": [float(v) for v in target.box], "iou": iou}
 
 
 def _record(res, latency: float, request: str) -> dict:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from r1_core.eval.grounding import scanrefer_class, scanrefer_is_unique
     from r1_core.eval.report import save_report
     from r1_ros.bringup import BringUp
-    from r1_ros.demo import QUIET_S, Planner
+    from r1_ros.demo import Planner
     from training.evaluate import score, write_predictions
 
     scene = load_scannet_scene(DatasetLayout(data).scannet_dir, scene_id)
@@ -100,25 +100,14 @@ def run(args: argparse.Namespace) -> int:
             return f"node(s) exited: {dead} (see {log_path})" if dead else ""
 
         from rclpy.action import ActionClient
-        from std_srvs.srv import Trigger
 
         from r1_msgs.action import Reason
         from r1_msgs.srv import Ask, Ground
 
-        resume = planner.client(Trigger, "/bag_replay/resume", 120, alive)
         ground = planner.client(Ground, "ground", args.timeout, alive)
         ask = planner.client(Ask, "ask", args.timeout, alive)
         reason = ActionClient(planner.node, Reason, "reason")
-        planner.call(resume, Trigger.Request(), 30)
-
-        def replayed() -> bool:
-            st = planner.status
-            return st is not None and st.frames_in >= n_frames and st.frames_fused + st.frames_dropped >= st.frames_in
-
-        planner.wait_for("the replay to be fused", replayed, 1800, alive)
-        t_fused = time.monotonic()
-        planner.wait_for("the final fused cloud", lambda: planner.cloud_time > t_fused
-                         and time.monotonic() - planner.cloud_time > QUIET_S, 300, alive)
+        planner.replay(n_frames, alive, fuse_timeout=1800, cloud_timeout=300)
         print(f"[r1 eval-bag] map ready after {time.monotonic() - t0:.0f} s; {len(samples)} requests on {scene_id}",
               flush=True)
         for i, s in enumerate(samples):

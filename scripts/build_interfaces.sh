@@ -15,7 +15,7 @@ py_inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 np_inc=$("$py" -c 'import numpy; print(numpy.get_include())')
 # Rewrite the baked include paths once (idempotent: later runs find nothing to replace).
 baked=/opt/python/cp311-cp311
-grep -rlZ --include='*.cmake' "$baked/" "$venv/share" 2>/dev/null | xargs -0 -r sed -i \
+{ grep -rlZ --include='*.cmake' "$baked/" "$venv/share" 2>/dev/null || true; } | xargs -0 -r sed -i \
   -e "s#$baked/include/python3.11#$py_inc#g" \
   -e "s#$baked/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g"
 

@@ -48,6 +48,10 @@ def test_demo_answers_over_ros_and_writes_results_and_picture(tmp_path):
     assert g["success"] and g["reasoning"] == "red chair" and len(g["boxes"]) == 1
     assert g["boxes"][0]["frame_id"] == "map" and a["success"] and a["answer"].startswith("the red chair <box>")
     assert np.allclose(g["boxes"][0]["center"], a["boxes"][0]["center"])      # both <ref>3</ref>
+    # the Ground box is scored against the object the expression names first (the red chair)
+    truth = g["ground_truth"]
+    assert truth["object"] == "red chair" and 0.0 <= truth["iou"] <= 1.0
+    assert f"IoU {truth['iou']:.2f}" in proc.stdout
     # the scripted plan never closes its <think>: answered over ROS, reported as malformed output
     assert r["answered"] and not r["success"] and "malformed" in r["message"]
     assert r["stages"] == ["encoding_scene", "selecting_views", "generating"]

@@ -72,11 +72,8 @@ def default_demo_dir() -> Path:
 def ensure_demo_assets(directory: str | Path | None = None, frames: int = DEMO_FRAMES, progress: bool = False) -> DemoAssets:
     """Generate (or reuse, when its manifest matches) the demo dataset and bag under `directory`."""
     from r1_core.data import formats as F
-    from r1_core.data.bags import BagConfig, write_bag
-    from r1_core.data.rgbd import RGBDFrame
     from r1_core.data.synthetic.dataset import write_annotations, write_scene
     from r1_core.data.synthetic.language import LanguageConfig
-    from r1_core.data.synthetic.render import RenderConfig, make_renderer, walkthrough_poses
     from r1_core.data.tasks import DatasetLayout
 
     root = Path(directory) if directory is not None else default_demo_dir()
@@ -107,6 +104,18 @@ def ensure_demo_assets(directory: str | Path | None = None, frames: int = DEMO_F
     eng = CotEngine(CotConfig(), layout)
     for split in ("train", "val"):
         eng.run(split, progress=progress)
+    write_demo_bag(assets.bag, frames, room)
+    manifest.write_text(json.dumps(want))
+    return assets
+
+
+def write_demo_bag(path: str | Path, frames: int = DEMO_FRAMES, room: SynthRoom | None = None) -> Path:
+    """Render a `frames`-long 30 Hz walk-through of the demo bedroom (or `room`) into a rosbag2 at `path`."""
+    from r1_core.data.bags import BagConfig, write_bag
+    from r1_core.data.rgbd import RGBDFrame
+    from r1_core.data.synthetic.render import RenderConfig, make_renderer, walkthrough_poses
+
+    room = room if room is not None else demo_room()
     rcfg = RenderConfig()
     r = make_renderer(room, rcfg)
     rng = np.random.default_rng(0)
@@ -117,6 +126,5 @@ def ensure_demo_assets(directory: str | Path | None = None, frames: int = DEMO_F
             v = r.render(T, rng=rng)
             yield RGBDFrame(v.color, v.depth, r.K, T)
 
-    write_bag(assets.bag, gen(), BagConfig(fps=rcfg.fps))
-    manifest.write_text(json.dumps(want))
-    return assets
+    write_bag(path, gen(), BagConfig(fps=rcfg.fps))
+    return Path(path)
