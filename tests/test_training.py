@@ -41,6 +41,35 @@ def test_pack_holds_scenes_keyframes_and_view_choices(world):
     assert scene.points.shape == (recipe.pack.points, 6) and len(scene.objects) > 3
 
 
+def test_fused_cloud_pack_is_the_walkthrough_seen_by_the_robot_with_mesh_labels(world, tmp_path):
+    """pack.cloud=fused: the cloud is FusionMap's map of the rendered walk-through (only surfaces
+    the camera saw, one point per voxel), each point labelled by the nearest mesh vertex."""
+    import dataclasses
+
+    from r1_core.data.scene import load_scannet_scene
+    from r1_core.data.tasks import DatasetLayout
+    from training.pack import build_pack
+
+    root, recipe = world
+    cfg = dataclasses.replace(recipe.pack, cloud="fused", points=3000)
+    build_pack(root / "data", tmp_path / "pack", cfg, splits=("val",), progress=False)
+    sid = DatasetLayout(root / "data").scene_ids("val")[0]
+    fused = TrainingPack(tmp_path / "pack").scene(sid)
+    mesh = load_scannet_scene(DatasetLayout(root / "data").scannet_dir, sid)
+    assert fused.points.shape == (3000, 6)
+    # every fused point lies on the mesh (noise within a few voxels), but the cloud is not the mesh
+    from scipy.spatial import cKDTree
+    d, nearest = cKDTree(mesh.points[:, :3]).query(fused.points[:, :3])
+    assert np.quantile(d, 0.95) < 0.05
+    labelled = fused.instance_labels > 0
+    assert labelled.mean() > 0.9
+    close = labelled & (d < cfg.label_radius_m)
+    assert (fused.instance_labels[close] == mesh.instance_labels[nearest[close]]).all()
+    assert not np.isin(np.round(fused.points[:100, :3], 4), np.round(mesh.points[:, :3], 4)).all(1).all()
+    with pytest.raises(ValueError, match="pack.cloud"):
+        dataclasses.replace(recipe.pack, cloud="lidar")
+
+
 @pytest.fixture(scope="module")
 def sft_run(world):
     from training.sft import train_sft

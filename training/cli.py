@@ -37,13 +37,25 @@ def _recipe(args):
 
 
 def _detector(args) -> int:
-    from r1_core.data.scene import load_scannet_scene
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
     from r1_core.data.tasks import DatasetLayout
     from training.detector import train_detector
+    from training.pack import training_scene
 
     r = _recipe(args)
     layout = DatasetLayout(Path(args.data))
-    load = lambda split: [load_scannet_scene(layout.scannet_dir, s) for s in layout.scene_ids(split)]  # noqa: E731
+    workers = max(1, args.workers)
+
+    def load(split: str) -> list:
+        """The split's scenes with the recipe's pack.cloud (fused clouds take seconds each: in parallel)."""
+        ids = layout.scene_ids(split)
+        if r.pack.cloud == "mesh" or workers == 1:
+            return [training_scene(args.data, s, r.pack) for s in ids]
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(partial(training_scene, args.data, cfg=r.pack), ids))
+
     _, metrics = train_detector(r.model.encoder, r.detector, lambda: load("train"), load("val"), args.out,
                                 device=_device(args.device))
     print(json.dumps(metrics))
@@ -81,7 +93,7 @@ def _all(args) -> int:
     out = Path(args.out)
     base = dict(recipe=args.recipe, set=args.set, device=args.device)
     ns = argparse.Namespace
-    _detector(ns(**base, data=args.data, out=out / "detector"))
+    _detector(ns(**base, data=args.data, out=out / "detector", workers=args.workers))
     _pack(ns(**base, data=args.data, out=out / "pack", detector=out / "detector", workers=args.workers))
     _sft(ns(**base, pack=out / "pack", out=out / "sft", detector=out / "detector", init=None))
     _grpo(ns(**base, pack=out / "pack", out=out / "grpo", init=out / "sft" / "final"))
@@ -112,7 +124,10 @@ def _eval(args) -> int:
     if args.no_score:
         return 0
     results = score(preds)
-    pj, pm = save_report(out, {args.name: results}, meta={"checkpoint": args.checkpoint, "views": args.views})
+    # scored from a file, the run's settings are those of whoever wrote it: name the file, not our defaults
+    meta = ({"predictions": str(args.predictions)} if args.predictions else
+            {"checkpoint": args.checkpoint, "views": args.views, "num_views": args.num_views, "split": args.split})
+    pj, pm = save_report(out, {args.name: results}, meta=meta)
     print(pm.read_text())
     return 0
 
@@ -131,6 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = ts.add_parser("detector", help="stage 0: pre-train the encoder's proposal detector")
     common(p, data=True)
+    p.add_argument("--workers", type=int, default=1, help="processes fusing the walk-throughs (pack.cloud: fused)")
     p.set_defaults(func=_detector)
     p = ts.add_parser("pack", help="build a training pack (clouds, keyframes, view selections, CoT targets)")
     common(p, data=True)

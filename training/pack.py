@@ -2,7 +2,10 @@
 
     r1 train pack --data data/synth --out data/nano_pack [--detector runs/nano/detector]
 
-Per scene: the cloud subsampled to `points` (seeded), its walk-through keyframes (rendered from
+Per scene: the cloud subsampled to `points` (seeded) - `cloud: mesh`, the dataset's vertices as
+the ScanNet benchmarks use them, or `cloud: fused`, the walk-through fused by the robot's own
+FusionMap (partial coverage, sensor noise, one point per voxel: what rgbd_fusion hands the model
+on a robot; labels from the nearest mesh vertex) - its walk-through keyframes (rendered from
 the synthetic room when `<data>/synthetic/<scene>.json` exists; real ScanNet frames are not
 supported by this builder yet) filtered by the same KeyframeBank the robot uses and stored at
 `view_width`, and for every example the views each selector picks (dynamic, uniform, random;
@@ -33,6 +36,7 @@ from r1_core.data.classes import STRUCTURE_NYU40_IDS
 from r1_core.data.scene import Scene, load_scannet_scene
 from r1_core.data.synthetic.render import RenderConfig, make_renderer, walkthrough_poses
 from r1_core.data.synthetic.world import SynthRoom
+from r1_core.geometry.fusion import FusionConfig, FusionMap
 from r1_core.data.tasks import DatasetLayout, TaskSample, load_task_samples
 from r1_core.model.answer import format_box, format_response
 from r1_core.model.encoder import EncoderConfig, PointEncoder
@@ -44,6 +48,7 @@ from training.data import VIEW_STRATEGIES, TrainExample, example_from_sample
 
 TRAIN_SOURCES = ("scene30k",)
 VAL_SOURCES = ("scanrefer", "scanqa", "3dllm_dialogue", "3dllm_planning")
+CLOUD_SOURCES = ("mesh", "fused")
 
 
 @dataclass
@@ -57,9 +62,17 @@ class PackConfig:
     bank: BankConfig = field(default_factory=lambda: BankConfig(max_keyframes=24, min_new_fraction=0.05))
     selector: SelectorConfig = field(default_factory=SelectorConfig)
     render: RenderConfig = field(default_factory=lambda: RenderConfig(noise=True))
+    cloud: str = "mesh"              # mesh | fused: the dataset's vertices, or the walk-through fused by FusionMap
+    fusion: FusionConfig = field(default_factory=FusionConfig)   # cloud: fused only
+    label_radius_m: float = 0.05     # cloud: fused: a point takes the labels of the mesh vertex this close
+
+    def __post_init__(self):
+        if self.cloud not in CLOUD_SOURCES:
+            raise ValueError(f"pack.cloud: expected one of {list(CLOUD_SOURCES)}, got {self.cloud!r}")
 
 
-def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> KeyframeBank:
+def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> tuple[KeyframeBank, FusionMap | None]:
+    """The walk-through's keyframe bank and, for `cloud: fused`, the FusionMap of all its frames."""
     room_file = layout.root / "synthetic" / f"{scene_id}.json"
     if not room_file.is_file():
         raise FileNotFoundError(f"{room_file}: no synthetic room to render keyframes from (real ScanNet frame "
@@ -68,6 +81,7 @@ def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> Keyfram
     renderer = make_renderer(room, cfg.render)
     rng = np.random.default_rng(cfg.seed)
     bank = KeyframeBank(cfg.bank)
+    fusion = FusionMap(cfg.fusion) if cfg.cloud == "fused" else None
     # A crowded room may leave no loop with the configured clearance: walk it closer to the
     # furniture rather than leave the scene out (the camera still never enters geometry).
     for clearance in (cfg.render.clearance, 0.25, 0.15):
@@ -81,7 +95,44 @@ def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> Keyfram
     for i, T in enumerate(poses):
         view = renderer.render(T, rng=rng)
         bank.offer(view.color, view.depth, renderer.K, T, stamp=i / cfg.render.fps)
-    return bank
+        if fusion is not None:
+            fusion.integrate(view.color, view.depth, renderer.K, T)
+    return bank, fusion
+
+
+def _fused_cloud(scene: Scene, fusion: FusionMap, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fused map as (N, 6) points with instance / semantic labels of the nearest mesh vertex
+    within `radius` (0 = unlabelled beyond it: fused noise and surfaces the mesh lacks)."""
+    from scipy.spatial import cKDTree
+
+    pts = fusion.snapshot()
+    if len(pts) == 0:
+        raise RuntimeError(f"{scene.scene_id}: the fused walk-through is empty")
+    dist, nearest = cKDTree(scene.points[:, :3]).query(pts[:, :3].astype(np.float64), distance_upper_bound=radius)
+    hit = np.isfinite(dist)
+    inst = np.zeros(len(pts), scene.instance_labels.dtype)
+    sem = np.zeros(len(pts), scene.semantic_labels.dtype)
+    inst[hit] = scene.instance_labels[nearest[hit]]
+    sem[hit] = scene.semantic_labels[nearest[hit]]
+    return pts, inst, sem
+
+
+def _scene_and_keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> tuple[Scene, KeyframeBank]:
+    scene = load_scannet_scene(layout.scannet_dir, scene_id)
+    bank, fusion = _keyframes(layout, scene_id, cfg)
+    if fusion is not None:
+        pts, inst, sem = _fused_cloud(scene, fusion, cfg.label_radius_m)
+        scene = dataclasses.replace(scene, points=pts, instance_labels=inst, semantic_labels=sem)
+    return scene, bank
+
+
+def training_scene(data: str | Path, scene_id: str, cfg: PackConfig) -> Scene:
+    """A dataset scene with the cloud `cfg.cloud` names (the full cloud, before the pack's
+    subsampling): what the detector stage trains on, so that it sees the clouds SFT will."""
+    layout = DatasetLayout(Path(data))
+    if cfg.cloud == "mesh":
+        return load_scannet_scene(layout.scannet_dir, scene_id)
+    return _scene_and_keyframes(layout, scene_id, cfg)[0]
 
 
 def _caption_examples(scene: Scene, descriptions: list[TaskSample], n: int, rng: np.random.Generator) -> list[TaskSample]:
@@ -122,9 +173,8 @@ def _pack_scene(job: tuple) -> tuple[str, list[str], np.ndarray]:
     if encoder_state is not None:
         encoder = PointEncoder(encoder_cfg).eval()
         encoder.load_state_dict(encoder_state)
-    scene = load_scannet_scene(layout.scannet_dir, sid)
+    scene, bank = _scene_and_keyframes(layout, sid, cfg)
     pick = np.sort(rng.permutation(len(scene.points))[: cfg.points])
-    bank = _keyframes(layout, sid, cfg)
     kfs = bank.keyframes()
     if not kfs:
         raise RuntimeError(f"{sid}: the keyframe bank kept no keyframe")
