@@ -171,6 +171,8 @@ class ReasoningService:
             cloud, version = self._cloud, self._version
             if cloud is None:
                 raise RequestFailed("no scene yet: the fusion map has not published a cloud")
+            if len(cloud) == 0:
+                raise RequestFailed("no scene yet: the fused cloud is empty (no frame fused so far)")
             if self._encoded_version == version and self._encoding is not None:
                 return self._encoding
         try:
