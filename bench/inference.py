@@ -1,6 +1,7 @@
 """Inference benchmarks (issue: the 3D-VLM).
 
-    python bench/inference.py --cpu [--checkpoint r1_core/assets/r1-nano]   # R1-nano grounding latency, 2 cores
+    python bench/inference.py --cpu [--checkpoint r1_core/assets/r1-nano]   # R1-nano grounding latency, 2 cores,
+                                                                             # float vs int8 LM weights
     python3 bench/inference.py --gpu                                         # 7B-sized Qwen2.5-VL decode, H100
 
 CPU: p50/p95 latency of a grounding request on the demo scene (scene encode + prompt + 64 new
@@ -41,6 +42,18 @@ def _save(name: str, payload: dict) -> Path:
 
 
 def cpu_bench(args) -> dict:
+    """R1-nano grounding latency on the CPU with float and with int8 weight-only language-model
+    weights (service.lm_weights), measured in one run; int8's speed-up is against float here."""
+    rows = {w: _cpu_latency(args, w) for w in ("float", "int8")}
+    rows["int8"]["speedup_vs_float"] = rows["float"]["p50_s"] / rows["int8"]["p50_s"]
+    rows["int8"]["same_64_tokens_as_float"] = rows["int8"].pop("text") == rows["float"].pop("text")
+    print(f"int8 weights: {rows['int8']['speedup_vs_float']:.2f}x faster than float; same 64 tokens: "
+          f"{rows['int8']['same_64_tokens_as_float']}")
+    return {"device": f"cpu x{args.threads}", "device_tag": f"cpu{args.threads}", "checkpoint": args.checkpoint,
+            "grounding": rows}
+
+
+def _cpu_latency(args, lm_weights: str) -> dict:
     from r1_core.data.synthetic.demo import demo_scene
     from r1_core.model.checkpoint import load_checkpoint
     from r1_core.model.generate import GenerationSettings, generate
@@ -49,6 +62,8 @@ def cpu_bench(args) -> dict:
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.checkpoint)
     model.merge_lora()                               # as the reasoning service runs it
+    if lm_weights == "int8":
+        model.quantize_int8()                        # service.lm_weights: int8
     scene = demo_scene()
     query = SceneQuery("grounding", "where is the red chair next to the bed?")
     times, enc_t, gen_t = [], [], []
@@ -67,11 +82,11 @@ def cpu_bench(args) -> dict:
     q = lambda xs, p: float(np.percentile(xs, p))  # noqa: E731
     row = {"p50_s": q(times, 50), "p95_s": q(times, 95), "encode_p50_s": q(enc_t, 50), "generate_p50_s": q(gen_t, 50),
            "prompt_tokens": int(batch.input_ids.shape[1]), "new_tokens": 64, "threads": args.threads,
-           "repeats": args.repeats, "goal_p50_s": 2.0}
-    print(f"R1-nano grounding on {args.threads} CPU threads: p50 {row['p50_s']:.2f} s, p95 {row['p95_s']:.2f} s "
-          f"(encode {row['encode_p50_s']:.2f} s, prompt {row['prompt_tokens']} tok + 64 new {row['generate_p50_s']:.2f} s)")
-    return {"device": f"cpu x{args.threads}", "device_tag": f"cpu{args.threads}", "checkpoint": args.checkpoint,
-            "grounding": row}
+           "repeats": args.repeats, "goal_p50_s": 2.0, "text": res[0].text}
+    print(f"R1-nano grounding ({lm_weights} LM weights) on {args.threads} CPU threads: p50 {row['p50_s']:.2f} s, "
+          f"p95 {row['p95_s']:.2f} s (encode {row['encode_p50_s']:.2f} s, prompt {row['prompt_tokens']} tok + 64 new "
+          f"{row['generate_p50_s']:.2f} s)")
+    return row
 
 
 def _bandwidth() -> float:

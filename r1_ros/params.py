@@ -69,6 +69,8 @@ CORE_PARAM_DOCS: dict[str, tuple[str, tuple | None, bool]] = {
     "ServiceConfig.do_sample": ("sample instead of greedy decoding", None, True),
     "ServiceConfig.temperature": ("sampling temperature", (1e-4, 100.0), True),
     "ServiceConfig.top_p": ("nucleus sampling mass", (1e-6, 1.0), True),
+    "ServiceConfig.lm_weights": ("float | int8: weight-only int8 language model, CPU only (faster decode)", None,
+                                 False),
     "SelectorConfig.method": ("dynamic | uniform | random", None, False),
     "SelectorConfig.seed": ("random baseline seed", (0, 1 << 31), False),
     "SelectorConfig.relevance": ("relevance encoders: proposals, clip", None, False),

@@ -115,6 +115,8 @@ def _eval(args) -> int:
 
         model, _ = load_checkpoint(args.checkpoint, device=_device(args.device),
                                    overrides={"dtype": args.dtype} if args.dtype else None)
+        if args.lm_weights == "int8":
+            model.quantize_int8()
         preds = predict(model, TrainingPack(args.pack), split=args.split, views=args.views,
                         num_views=args.num_views, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         limit=args.limit, every=args.every, dense_caption=not args.no_dense_caption,
@@ -126,7 +128,8 @@ def _eval(args) -> int:
     results = score(preds)
     # scored from a file, the run's settings are those of whoever wrote it: name the file, not our defaults
     meta = ({"predictions": str(args.predictions)} if args.predictions else
-            {"checkpoint": args.checkpoint, "views": args.views, "num_views": args.num_views, "split": args.split})
+            {"checkpoint": args.checkpoint, "views": args.views, "num_views": args.num_views, "split": args.split,
+             "lm_weights": args.lm_weights})
     pj, pm = save_report(out, {args.name: results}, meta=meta)
     print(pm.read_text())
     return 0
@@ -185,6 +188,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tasks", nargs="+", choices=["grounding", "qa", "dialogue", "planning"],
                    help="only these tasks (default: all)")
     e.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    e.add_argument("--lm-weights", default="float", choices=["float", "int8"],
+                   help="int8: weight-only int8 language model, as the CPU service can run it")
     e.add_argument("--dtype", help="override the checkpoint's dtype, e.g. bfloat16")
     e.add_argument("--no-dense-caption", action="store_true")
     e.add_argument("--no-score", action="store_true", help="write predictions only")

@@ -153,7 +153,33 @@ class R1Model(nn.Module):
             self._lora_merged = True
         return self
 
+    @property
+    def int8_weights(self) -> bool:
+        return bool(getattr(self, "_int8_weights", False))
+
+    def quantize_int8(self) -> "R1Model":
+        """For CPU inference only, one way: merge LoRA, then store the language model's linear
+        layers and LM head as weight-only int8 (r1_core.model.quantize; decode reads 4x fewer
+        bytes). The scene encoder, projector and view encoder stay float. Cannot be undone:
+        load the checkpoint again for training or saving."""
+        if self.int8_weights:
+            return self
+        if self.device.type != "cpu":
+            raise ValueError(f"int8 weights are a CPU decode path; the model is on {self.device}")
+        from r1_core.model.quantize import Int8WeightOnlyLinear, quantize_linears_int8
+
+        self.merge_lora()
+        if quantize_linears_int8(self.backbone.decoder) == 0:
+            raise ValueError(f"backbone {self.cfg.backbone!r}: no linear layer to quantise")
+        if type(self.backbone.lm_head) is nn.Linear:
+            self.backbone.lm_head = Int8WeightOnlyLinear.from_linear(self.backbone.lm_head)
+        self._int8_weights = True
+        return self
+
     def unmerge_lora(self) -> "R1Model":
+        if self.int8_weights:
+            raise ValueError("unmerge_lora: the weights were quantised to int8 (quantize_int8 is one way); "
+                             "load the checkpoint again")
         if self.lora_merged:
             self.lm.unmerge_adapter()
             self._lora_merged = False
