@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     launch = {"bag": str(bag), "bag_start_paused": "true", "device": args.device}
     if args.checkpoint:
         launch["checkpoint"] = args.checkpoint
+    if args.params_file:
+        launch["params_file"] = args.params_file
     log_path = out / "nodes.log"
     log = open(log_path, "w")
     graph = BringUp(launch, stdout=log, stderr=log)
@@ -168,6 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scene-id", help="the bag's scene (needed when the files cover several scenes)")
     p.add_argument("--checkpoint", default="", help="r1 checkpoint (default: the bundled R1-nano)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--params-file", default="", help="node parameters (default: config/nodes.yaml)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--limit", type=int, default=0, help="only the first N requests")
     p.add_argument("--name", default="r1 (bag)")

@@ -1,0 +1,61 @@
+"""`r1 eval-bag` end to end: the real nodes replay the demo bag, every annotation of the question
+files is asked over ROS (Ground for ScanRefer, Ask for ScanQA), and the scores are those of the
+r1 eval code on what came back. The scripted checkpoint answers its two scripted requests."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from r1_ros.graph import local_dds_environment
+from r1_ros.testing import ASK_TEXT, GROUND_TEXT, scripted_checkpoint
+
+pytestmark = pytest.mark.ros
+os.environ.update(local_dds_environment())     # this process's DDS participants too (see test_ros_demo)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_eval_bag_asks_every_annotation_over_ros_and_scores_the_answers(tmp_path):
+    from r1_core.data import formats as F
+    from r1_core.data.synthetic.demo import ensure_demo_assets
+    from r1_core.data.tasks import DatasetLayout
+    from r1_core.geometry.boxes import box_iou_3d
+
+    assets = ensure_demo_assets(tmp_path / "assets")
+    layout = DatasetLayout(assets.dataset_root)
+    refer = F.read_scanrefer(layout.path("scanrefer", "val"))[:2]
+    F.write_scanrefer([dataclasses.replace(r, description=GROUND_TEXT) for r in refer], layout.path("scanrefer", "val"))
+    qa = F.read_scanqa(layout.path("scanqa", "val"))[:1]
+    F.write_scanqa([dataclasses.replace(qa[0], question=ASK_TEXT, answers=["the red chair"])],
+                   layout.path("scanqa", "val"))
+    params = yaml.safe_load((ROOT / "config" / "nodes.yaml").read_text())
+    params["scene_reasoner"]["ros__parameters"]["torch_threads"] = 1
+    params["scene_reasoner"]["ros__parameters"].setdefault("service", {}).update(num_views=2, max_new_tokens=64)
+    (tmp_path / "nodes.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "r1_ros.cli", "eval-bag", "--bag", str(assets.bag), "--data", str(assets.dataset_root),
+           "--sources", "scanrefer", "scanqa", "--checkpoint", str(scripted_checkpoint(num_views=2)),
+           "--params-file", str(tmp_path / "nodes.yaml"), "--out", str(out), "--name", "scripted", "--timeout", "300"]
+    proc = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    log = (out / "nodes.log").read_text() if (out / "nodes.log").is_file() else ""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + log[-3000:]
+
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["task"] for p in preds] == ["grounding", "grounding", "qa"]
+    for p in preds[:2]:                       # Ground answered the script: one box (<ref>3</ref>), its reasoning
+        assert p["well_formed"] and p["reasoning"] == "red chair" and len(p["boxes"]) == 1
+    assert preds[2]["answer"] == "the red chair" and preds[2]["references"] == ["the red chair"]
+    # the scores are the r1 eval code's on these answers: recompute them from the predictions
+    res = json.loads((out / "results.json").read_text())["results"]["scripted"]
+    ious = [float(box_iou_3d(np.array(p["boxes"], float), np.array(p["gt_boxes"], float))[0, 0]) for p in preds[:2]]
+    assert res["scanrefer"]["count"] == 2
+    assert res["scanrefer"]["Acc@0.25"] == pytest.approx(np.mean([i >= 0.25 for i in ious]))
+    assert res["scanqa"]["EM"] == pytest.approx(1.0)
+    assert "Traceback" not in log
