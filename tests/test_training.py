@@ -85,6 +85,22 @@ def sft_run(world):
     return root, recipe, summary
 
 
+def test_an_r1_checkpoint_gives_the_pack_the_same_proposals_as_its_stage0_detector(sft_run):
+    """The detector side is frozen after stage 0, so a checkpoint rebuilds its training pack."""
+    from r1_core.model.encoder import PointEncoder
+    from training.detector import load_pretrained_encoder
+
+    root, recipe, _ = sft_run
+    from_detector, from_ckpt = PointEncoder(recipe.model.encoder).eval(), PointEncoder(recipe.model.encoder).eval()
+    load_pretrained_encoder(from_detector, root / "detector")
+    load_pretrained_encoder(from_ckpt, root / "sft" / "final")
+    pack = TrainingPack(root / "pack")
+    pts, _ = from_detector.prepare(torch.from_numpy(pack.scene(pack.examples("val")[0].scene_id).points))
+    with torch.no_grad():
+        a, b = from_detector(pts[None]), from_ckpt(pts[None])
+    assert torch.equal(a.boxes, b.boxes) and torch.equal(a.token_inputs, b.token_inputs)
+
+
 def test_sft_lowers_loss_and_moves_every_trainable_tensor(sft_run):
     root, recipe, summary = sft_run
     losses = [m["loss"] for m in read_metrics(root / "sft") if m.get("stage") == "sft"]

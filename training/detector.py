@@ -147,8 +147,22 @@ def train_detector(enc_cfg: EncoderConfig, cfg: DetectorTrainConfig, train_scene
 
 
 def load_pretrained_encoder(enc: PointEncoder, path: str | Path) -> None:
-    """Load a stage-0 encoder into `enc` (shapes must match: same EncoderConfig)."""
+    """Load a stage-0 encoder into `enc` (shapes must match: same EncoderConfig). `path` is a
+    stage-0 output (dir or file) or an r1 checkpoint: its encoder's detector side is frozen after
+    stage 0, so e.g. the shipped R1-nano rebuilds the exact pack it was trained on."""
+    from r1_core.model.checkpoint import META_FILE, PARTS_FILE
+
     path = Path(path)
+    if path.is_dir() and (path / META_FILE).is_file():
+        state = {k[len("encoder."):]: v for k, v in load_file(path / PARTS_FILE).items() if k.startswith("encoder.")}
+        if not state:
+            raise ValueError(f"{path}: an r1 checkpoint without encoder weights")
+        own = enc.state_dict()
+        bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+        if bad:
+            raise ValueError(f"{path}: its encoder does not fit this encoder config (mismatched {bad[:4]})")
+        enc.load_state_dict(state)
+        return
     if path.is_dir():
         path = path / ENCODER_FILE
     if not path.is_file():

@@ -3,6 +3,10 @@
 # pre-training, pack, SFT, GRPO, then predictions on the held-out split for the three rows of
 # the results table. Scoring (METEOR needs Java) runs afterwards with `r1 eval --predictions`.
 #   scripts/gpu/nano_pipeline.sh WORKDIR          (idempotent: finished stages are skipped)
+#   FROM_SHIPPED=1 scripts/gpu/nano_pipeline.sh WORKDIR
+#       GRPO from the shipped R1-nano SFT stage: the pack is rebuilt with its encoder (the detector
+#       side is frozen after stage 0, so the pack is the one it was trained on); no detector or SFT
+#       stage. Fits one 30-minute GPU session (synth ~2 min, pack ~2 min, GRPO ~17 min, evals).
 set -euo pipefail
 W=${1:-/tmp/nano}
 R="${PYTHON:-python3} -m r1_ros.cli"
@@ -14,10 +18,15 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PAR
 mkdir -p "$W"
 stage() { local name=$1; shift; if [ ! -f "$W/.done-$name" ]; then echo "=== $name $(date +%T)"; "$@"; touch "$W/.done-$name"; echo "=== $name done $(date +%T)"; fi; }
 stage synth    $R data synth --out "$W/data" --scenes $SCENES --val-scenes $VAL_SCENES --seed 0
-stage detector $R train detector --recipe $RECIPE --data "$W/data" --out "$W/run/detector"
-stage pack     $R train pack --recipe $RECIPE --data "$W/data" --detector "$W/run/detector" --out "$W/run/pack" --workers $WORKERS
-stage sft      $R train sft --recipe $RECIPE --pack "$W/run/pack" --detector "$W/run/detector" --out "$W/run/sft"
-stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size 64
+if [ -n "${FROM_SHIPPED:-}" ]; then
+  mkdir -p "$W/run/sft" && ln -sfn "$(pwd)/r1_core/assets/r1-nano" "$W/run/sft/final"
+  stage pack   $R train pack --recipe $RECIPE --data "$W/data" --detector r1_core/assets/r1-nano --out "$W/run/pack" --workers $WORKERS
+else
+  stage detector $R train detector --recipe $RECIPE --data "$W/data" --out "$W/run/detector" --workers $WORKERS
+  stage pack     $R train pack --recipe $RECIPE --data "$W/data" --detector "$W/run/detector" --out "$W/run/pack" --workers $WORKERS
+  stage sft      $R train sft --recipe $RECIPE --pack "$W/run/pack" --detector "$W/run/detector" --out "$W/run/sft"
+  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size 64
+fi
 stage grpo     $R train grpo --recipe $RECIPE --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo"
 stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size 64
 stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size 64 --no-dense-caption
