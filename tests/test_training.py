@@ -101,6 +101,31 @@ def test_an_r1_checkpoint_gives_the_pack_the_same_proposals_as_its_stage0_detect
     assert torch.equal(a.boxes, b.boxes) and torch.equal(a.token_inputs, b.token_inputs)
 
 
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(world):
+    """recipe.*.gradient_checkpointing only trades memory for time: same loss, same grads."""
+    from training.sft import build_model, encode_scenes
+
+    root, _ = world
+    recipe = load_recipe(RECIPE)
+    pack = TrainingPack(root / "pack")
+    examples = [e for e in pack.examples("train") if e.task == "grounding"][:2]
+    grads, losses = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = build_model(recipe, root / "detector", None, "cpu", gradient_checkpointing=checkpointing)
+        model.train()
+        assert model.backbone.model.is_activation_checkpointing == checkpointing
+        enc = encode_scenes(model, pack, [e.scene_id for e in examples], progress=False)
+        loss = model([(enc[e.scene_id], [], e.query(), e.target) for e in examples])
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert grads[0].keys() == grads[1].keys() and any("lora" in n for n in grads[0])
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-6)
+
+
 def test_sft_lowers_loss_and_moves_every_trainable_tensor(sft_run):
     root, recipe, summary = sft_run
     losses = [m["loss"] for m in read_metrics(root / "sft") if m.get("stage") == "sft"]

@@ -96,7 +96,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         print(format_config(recipe))
         (out_dir / "recipe.yaml").write_text(format_config(recipe) + "\n")
     seed_everything(cfg.seed)
-    model = build_model(recipe, None, init, acc.device)
+    model = build_model(recipe, None, init, acc.device, cfg.gradient_checkpointing)
     if model.cfg.lora.rank == 0:
         raise ValueError("GRPO trains the LoRA adapter: the SFT checkpoint has lora.rank = 0")
     for name, p in model.named_parameters():

@@ -39,6 +39,7 @@ class SFTConfig:
     mixed_precision: str = "fp32"    # fp32 | bf16 | fp16 (autocast through accelerate)
     log_every: int = 10
     save_every: int = 0              # 0: only at the end
+    gradient_checkpointing: bool = False   # recompute the LM's activations in backward: less memory, ~30% slower
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=30))
 
     def __post_init__(self):
@@ -70,6 +71,7 @@ class GRPOConfig:
     mixed_precision: str = "fp32"    # fp32 | bf16 | fp16
     log_every: int = 5
     save_every: int = 0
+    gradient_checkpointing: bool = False   # recompute the LM's activations in backward: less memory, ~30% slower
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=5))
 
     def __post_init__(self):

@@ -72,7 +72,8 @@ def global_batches(n: int, batch: int, steps: int, seed: int):
         order = order[batch:]
 
 
-def build_model(recipe: Recipe, detector: str | Path | None, init: str | Path | None, device) -> R1Model:
+def build_model(recipe: Recipe, detector: str | Path | None, init: str | Path | None, device,
+                gradient_checkpointing: bool = False) -> R1Model:
     if init is not None:
         from r1_core.model.checkpoint import load_checkpoint
 
@@ -84,6 +85,9 @@ def build_model(recipe: Recipe, detector: str | Path | None, init: str | Path | 
             load_pretrained_encoder(model.encoder, detector)
         model.to(device)
     freeze_detector(model)
+    if gradient_checkpointing:
+        # non-reentrant: the frozen base's inputs_embeds carry the projector's grad, no hooks needed
+        model.backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -100,7 +104,7 @@ def train_sft(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, detector:
         print(format_config(recipe))
         (out_dir / "recipe.yaml").write_text(format_config(recipe) + "\n")
     seed_everything(cfg.seed)
-    model = build_model(recipe, detector, init, acc.device)
+    model = build_model(recipe, detector, init, acc.device, cfg.gradient_checkpointing)
     examples = [e for e in pack.examples("train") if not cfg.tasks or e.task in cfg.tasks]
     if not examples:
         raise ValueError(f"no training examples for tasks {cfg.tasks or 'all'} in {pack.root}")
