@@ -6,8 +6,9 @@ Per scene: the cloud subsampled to `points` (seeded) - `cloud: mesh`, the datase
 the ScanNet benchmarks use them, or `cloud: fused`, the walk-through fused by the robot's own
 FusionMap (partial coverage, sensor noise, one point per voxel: what rgbd_fusion hands the model
 on a robot; labels from the nearest mesh vertex) - its walk-through keyframes (rendered from
-the synthetic room when `<data>/synthetic/<scene>.json` exists; real ScanNet frames are not
-supported by this builder yet) filtered by the same KeyframeBank the robot uses and stored at
+the synthetic room when `<data>/synthetic/<scene>.json` exists, else read from the real ScanNet
+RGB-D frames exported under `<data>/scannet/frames/<scene>/`, see r1_core.data.scannet_frames)
+filtered by the same KeyframeBank the robot uses and stored at
 `view_width`, and for every example the views each selector picks (dynamic, uniform, random;
 k = `num_views`). Dynamic selection needs the scene's object proposals: from a pre-trained
 detector (`--detector`, what the robot would have) or, without one, ground-truth-derived
@@ -71,32 +72,48 @@ class PackConfig:
             raise ValueError(f"pack.cloud: expected one of {list(CLOUD_SOURCES)}, got {self.cloud!r}")
 
 
+def _walkthrough(layout: DatasetLayout, scene_id: str, cfg: PackConfig):
+    """(color, depth (uint16 mm), K, T_map_optical, stamp s) of the scene's walk-through: rendered
+    from `<root>/synthetic/<scene>.json`, or read from real RGB-D frames under
+    `<root>/scannet/frames/<scene>/` (SensReader export, every frame up to `frames` evenly)."""
+    room_file = layout.root / "synthetic" / f"{scene_id}.json"
+    frames_dir = layout.frames_dir(scene_id)
+    if room_file.is_file():
+        room = SynthRoom.load_json(room_file)
+        renderer = make_renderer(room, cfg.render)
+        rng = np.random.default_rng(cfg.seed)
+        # A crowded room may leave no loop with the configured clearance: walk it closer to the
+        # furniture rather than leave the scene out (the camera still never enters geometry).
+        for clearance in (cfg.render.clearance, 0.25, 0.15):
+            try:
+                poses = walkthrough_poses(room, dataclasses.replace(cfg.render, clearance=clearance),
+                                          n_frames=cfg.frames, seed=cfg.seed)
+                break
+            except RuntimeError:
+                if clearance == 0.15:
+                    raise
+        for i, T in enumerate(poses):
+            view = renderer.render(T, rng=rng)
+            yield view.color, view.depth, renderer.K, T, i / cfg.render.fps
+    elif frames_dir.is_dir():
+        from r1_core.data.scannet_frames import read_scannet_frames
+
+        for i, f in enumerate(read_scannet_frames(frames_dir, scene_id, max_frames=cfg.frames)):
+            yield f.color, f.depth, f.K, f.T_map_optical, float(i)
+    else:
+        raise FileNotFoundError(f"{scene_id}: no frames to select views from: neither a synthetic room "
+                                f"({room_file}) nor exported ScanNet RGB-D frames ({frames_dir}: color/ depth/ "
+                                f"pose/ intrinsic/ and {scene_id}.txt, see r1_core.data.scannet_frames)")
+
+
 def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> tuple[KeyframeBank, FusionMap | None]:
     """The walk-through's keyframe bank and, for `cloud: fused`, the FusionMap of all its frames."""
-    room_file = layout.root / "synthetic" / f"{scene_id}.json"
-    if not room_file.is_file():
-        raise FileNotFoundError(f"{room_file}: no synthetic room to render keyframes from (real ScanNet frame "
-                                f"import is not supported by `r1 train pack` yet)")
-    room = SynthRoom.load_json(room_file)
-    renderer = make_renderer(room, cfg.render)
-    rng = np.random.default_rng(cfg.seed)
     bank = KeyframeBank(cfg.bank)
     fusion = FusionMap(cfg.fusion) if cfg.cloud == "fused" else None
-    # A crowded room may leave no loop with the configured clearance: walk it closer to the
-    # furniture rather than leave the scene out (the camera still never enters geometry).
-    for clearance in (cfg.render.clearance, 0.25, 0.15):
-        try:
-            poses = walkthrough_poses(room, dataclasses.replace(cfg.render, clearance=clearance),
-                                      n_frames=cfg.frames, seed=cfg.seed)
-            break
-        except RuntimeError:
-            if clearance == 0.15:
-                raise
-    for i, T in enumerate(poses):
-        view = renderer.render(T, rng=rng)
-        bank.offer(view.color, view.depth, renderer.K, T, stamp=i / cfg.render.fps)
+    for color, depth, K, T, stamp in _walkthrough(layout, scene_id, cfg):
+        bank.offer(color, depth, K, T, stamp=stamp)
         if fusion is not None:
-            fusion.integrate(view.color, view.depth, renderer.K, T)
+            fusion.integrate(color, depth, K, T)
     return bank, fusion
 
 

@@ -135,6 +135,7 @@ class DatasetLayout:
         <root>/3D_LLM/3d_llm_embodied_{dialogue,planning}_filtered_{split}.json
         <root>/Scene-30K/scene30k_{split}.jsonl
         <root>/synthetic/<scene>.json       (synthetic ground truth: colours, parts, relations)
+        <root>/scannet/frames/<scene>/      (real RGB-D frames, SensReader export: r1_core.data.scannet_frames)
     """
     root: Path
 
@@ -144,6 +145,9 @@ class DatasetLayout:
     @property
     def scannet_dir(self) -> Path:
         return self.root / "scannet" / "scannet_data"
+
+    def frames_dir(self, scene_id: str) -> Path:
+        return self.root / "scannet" / "frames" / scene_id
 
     def split_file(self, split: str) -> Path:
         return self.root / "scannet" / "meta_data" / f"scannetv2_{split}.txt"
