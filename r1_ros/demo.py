@@ -156,6 +156,45 @@ class Planner:
                       and time.monotonic() - self.cloud_time > QUIET_S, cloud_timeout, alive)
 
 
+
+class GraphSession:
+    """The r1 nodes brought up as `r1 up` does (on a paused bag) plus a Planner client, for the
+    commands that drive them (r1 demo, r1 eval-bag). Use as a context manager: on exit the
+    planner closes, the nodes stop (their exit codes in `exit_codes`) and the log closes."""
+
+    def __init__(self, launch: dict, log_path: Path):
+        from r1_ros.bringup import BringUp
+
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.graph = BringUp(launch, stdout=self.log, stderr=self.log)
+        self.planner: Planner | None = None
+        self.exit_codes: dict[str, int] = {}
+
+    def __enter__(self) -> "GraphSession":
+        self.graph.start()
+        try:
+            self.planner = Planner()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.planner is not None:
+            self.planner.close()
+        self.exit_codes = self.graph.stop()
+        self.log.close()
+
+    def alive(self) -> str:
+        """'' while every node runs, else which exited and the last lines of their log."""
+        dead = self.graph.failed()
+        if not dead:
+            return ""
+        self.log.flush()
+        tail = self.log_path.read_text().splitlines()[-15:]
+        return f"node(s) exited: {dead}; last lines of {self.log_path}:\n  " + "\n  ".join(tail)
+
 def run(args: argparse.Namespace) -> int:
     from r1_ros.graph import local_dds_environment
 
@@ -167,7 +206,6 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
 
     from r1_core.data.synthetic.demo import demo_scene, ensure_demo_assets
-    from r1_ros.bringup import BringUp
     from r1_ros.configs import resolve_path
     from r1_ros.graph import DEFAULT_CHECKPOINT
 
@@ -187,65 +225,48 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.params_file:
         launch["params_file"] = args.params_file
-    from rosbags.highlevel import AnyReader
+    from r1_core.data.bags import color_frame_count
 
-    from r1_core.data.bags import BagConfig, typestore
-    with AnyReader([assets.bag], default_typestore=typestore()) as reader:
-        n_frames = sum(c.msgcount for c in reader.connections if c.topic == BagConfig().color_topic)
-
-    log_path = out / "nodes.log"
-    log = open(log_path, "w")
-    graph = BringUp(launch, stdout=log, stderr=log)
-    print(f"[r1 demo] starting the r1 nodes (model: {model}; node output: {log_path}) ...", flush=True)
-    graph.start()
-    planner = None
+    n_frames = color_frame_count(assets.bag)
+    session = GraphSession(launch, out / "nodes.log")
+    print(f"[r1 demo] starting the r1 nodes (model: {model}; node output: {session.log_path}) ...", flush=True)
     records: dict[str, dict] = {}
     answered = True
     try:
-        planner = Planner()
+        with session:
+            planner, alive = session.planner, session.alive
+            from r1_msgs.action import Reason
+            from r1_msgs.srv import Ask, Ground
 
-        def alive() -> str:
-            dead = graph.failed()
-            if not dead:
-                return ""
-            log.flush()
-            tail = log_path.read_text().splitlines()[-15:]
-            return f"node(s) exited: {dead}; last lines of {log_path}:\n  " + "\n  ".join(tail)
+            ground = planner.client(Ground, "ground", args.timeout, alive)
+            ask = planner.client(Ask, "ask", args.timeout, alive)
+            print(f"[r1 demo] graph up after {time.monotonic() - t_start:.0f} s; replaying {n_frames} frames ...",
+                  flush=True)
+            planner.replay(n_frames, alive, fuse_timeout=120, cloud_timeout=120)
+            s = planner.status
+            drops = dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts)))
+            print(f"[r1 demo] fused {s.frames_fused}/{s.frames_in} frames (dropped: {drops or 'none'}), "
+                  f"{s.num_voxels} voxels, {s.num_keyframes} keyframes; cloud of {planner.cloud.width} points",
+                  flush=True)
 
-        from r1_msgs.action import Reason
-        from r1_msgs.srv import Ask, Ground
-
-        ground = planner.client(Ground, "ground", args.timeout, alive)
-        ask = planner.client(Ask, "ask", args.timeout, alive)
-        print(f"[r1 demo] graph up after {time.monotonic() - t_start:.0f} s; replaying {n_frames} frames ...", flush=True)
-        planner.replay(n_frames, alive, fuse_timeout=120, cloud_timeout=120)
-        s = planner.status
-        drops = dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts)))
-        print(f"[r1 demo] fused {s.frames_fused}/{s.frames_in} frames (dropped: {drops or 'none'}), "
-              f"{s.num_voxels} voxels, {s.num_keyframes} keyframes; cloud of {planner.cloud.width} points", flush=True)
-
-        res, dt = planner.call(ground, Ground.Request(expression=args.ground), args.timeout)
-        answered &= res is not None
-        records["ground"] = _record(res, dt, args.ground)
-        _print_answer("Ground", args.ground, records["ground"])
-        res, dt = planner.call(ask, Ask.Request(question=args.question), args.timeout)
-        answered &= res is not None
-        records["ask"] = _record(res, dt, args.question)
-        _print_answer("Ask", args.question, records["ask"])
-        records["reason"] = _reason(planner, Reason, args.plan, args.timeout, alive)
-        answered &= records["reason"]["answered"]
-        _print_answer("Reason (planning)", args.plan, records["reason"])
-        cloud = _cloud_array(planner.cloud)
-        status = {"frames_in": s.frames_in, "frames_fused": s.frames_fused, "frames_dropped": s.frames_dropped,
-                  "drops": drops, "num_voxels": s.num_voxels, "num_keyframes": s.num_keyframes}
+            res, dt = planner.call(ground, Ground.Request(expression=args.ground), args.timeout)
+            answered &= res is not None
+            records["ground"] = _record(res, dt, args.ground)
+            _print_answer("Ground", args.ground, records["ground"])
+            res, dt = planner.call(ask, Ask.Request(question=args.question), args.timeout)
+            answered &= res is not None
+            records["ask"] = _record(res, dt, args.question)
+            _print_answer("Ask", args.question, records["ask"])
+            records["reason"] = _reason(planner, Reason, args.plan, args.timeout, alive)
+            answered &= records["reason"]["answered"]
+            _print_answer("Reason (planning)", args.plan, records["reason"])
+            cloud = _cloud_array(planner.cloud)
+            status = {"frames_in": s.frames_in, "frames_fused": s.frames_fused, "frames_dropped": s.frames_dropped,
+                      "drops": drops, "num_voxels": s.num_voxels, "num_keyframes": s.num_keyframes}
     except RuntimeError as e:
         print(f"[r1 demo] FAILED: {e}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        if planner is not None:
-            planner.close()
-        codes = graph.stop()
-        log.close()
+    codes = session.exit_codes
     unclean = {n: c for n, c in codes.items() if c != 0}
     scene = demo_scene()
     named = named_objects(scene, [r["request"] for r in records.values()])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -65,89 +66,71 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         samples = samples[: args.limit]
 
+    from r1_core.data.bags import color_frame_count
     from r1_core.data.classes import STRUCTURE_NYU40_IDS
     from r1_core.data.scene import load_scannet_scene
     from r1_core.data.tasks import DatasetLayout
     from r1_core.eval.grounding import scanrefer_class, scanrefer_is_unique
     from r1_core.eval.report import save_report
-    from r1_ros.bringup import BringUp
-    from r1_ros.demo import Planner
+    from r1_ros.demo import GraphSession
     from training.evaluate import score, write_predictions
 
     scene = load_scannet_scene(DatasetLayout(data).scannet_dir, scene_id)
-    from rosbags.highlevel import AnyReader
-
-    from r1_core.data.bags import BagConfig, typestore
-
-    with AnyReader([bag], default_typestore=typestore()) as reader:
-        n_frames = sum(c.msgcount for c in reader.connections if c.topic == BagConfig().color_topic)
+    n_frames = color_frame_count(bag)
     classes = [scanrefer_class(o.nyu40_id) for o in scene.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS]
     launch = {"bag": str(bag), "bag_start_paused": "true", "device": args.device}
     if args.checkpoint:
         launch["checkpoint"] = args.checkpoint
     if args.params_file:
         launch["params_file"] = args.params_file
-    log_path = out / "nodes.log"
-    log = open(log_path, "w")
-    graph = BringUp(launch, stdout=log, stderr=log)
-    graph.start()
-    planner = None
+    session = GraphSession(launch, out / "nodes.log")
     preds: list[dict] = []
     t0 = time.monotonic()
     try:
-        planner = Planner()
+        with session:
+            planner, alive = session.planner, session.alive
+            from rclpy.action import ActionClient
 
-        def alive() -> str:
-            dead = graph.failed()
-            return f"node(s) exited: {dead} (see {log_path})" if dead else ""
+            from r1_msgs.action import Reason
+            from r1_msgs.srv import Ask, Ground
 
-        from rclpy.action import ActionClient
-
-        from r1_msgs.action import Reason
-        from r1_msgs.srv import Ask, Ground
-
-        ground = planner.client(Ground, "ground", args.timeout, alive)
-        ask = planner.client(Ask, "ask", args.timeout, alive)
-        reason = ActionClient(planner.node, Reason, "reason")
-        planner.replay(n_frames, alive, fuse_timeout=1800, cloud_timeout=300)
-        print(f"[r1 eval-bag] map ready after {time.monotonic() - t0:.0f} s; {len(samples)} requests on {scene_id}",
-              flush=True)
-        for i, s in enumerate(samples):
-            history = [t.split(": ", 1)[1] if ": " in t else t for t in s.history]
-            rec = {"task": s.task if s.task != "reasoning" else "qa", "scene_id": scene_id, "question": s.question,
-                   "references": s.answers, "gt_boxes": s.boxes.tolist(), "object_ids": s.object_ids,
-                   "source": s.meta.get("source", ""), "boxes": [], "answer": "", "reasoning": ""}
-            if s.task == "grounding":
-                res, dt = planner.call(ground, Ground.Request(expression=s.question), args.timeout)
-                if s.object_ids:
-                    rec["unique"] = scanrefer_is_unique(scanrefer_class(scene.object(s.object_ids[0]).nyu40_id), classes)
-            elif s.task == "planning":
-                fut = reason.send_goal_async(Reason.Goal(task=Reason.Goal.TASK_PLANNING, text=s.question))
-                planner.wait_for("goal acceptance", fut.done, 30, alive)
-                t1 = time.monotonic()
-                rf = fut.result().get_result_async()
-                planner.wait_for("the plan", rf.done, args.timeout, alive)
-                res, dt = rf.result().result, time.monotonic() - t1
-            else:
-                res, dt = planner.call(ask, Ask.Request(question=s.question, history=history), args.timeout)
-            ok = res is not None and bool(res.success)
-            if res is not None:
-                import re
-
-                plain = " ".join(re.sub(r"<box>.*?</box>", " ", res.answer).split())
-                rec.update(answer=plain, reasoning=res.reasoning, boxes=_box_array(res.boxes), message=res.message)
-            rec.update(well_formed=ok, latency_s=dt)
-            preds.append(rec)
-            print(f"[r1 eval-bag] {i + 1}/{len(samples)} {s.task}: {'ok' if ok else 'failed'} ({dt:.1f} s)", flush=True)
-        reason.destroy()
+            ground = planner.client(Ground, "ground", args.timeout, alive)
+            ask = planner.client(Ask, "ask", args.timeout, alive)
+            reason = ActionClient(planner.node, Reason, "reason")
+            planner.replay(n_frames, alive, fuse_timeout=1800, cloud_timeout=300)
+            print(f"[r1 eval-bag] map ready after {time.monotonic() - t0:.0f} s; {len(samples)} requests on {scene_id}",
+                  flush=True)
+            for i, s in enumerate(samples):
+                history = [t.split(": ", 1)[1] if ": " in t else t for t in s.history]
+                rec = {"task": s.task if s.task != "reasoning" else "qa", "scene_id": scene_id, "question": s.question,
+                       "references": s.answers, "gt_boxes": s.boxes.tolist(), "object_ids": s.object_ids,
+                       "source": s.meta.get("source", ""), "boxes": [], "answer": "", "reasoning": ""}
+                if s.task == "grounding":
+                    res, dt = planner.call(ground, Ground.Request(expression=s.question), args.timeout)
+                    if s.object_ids:
+                        target = scanrefer_class(scene.object(s.object_ids[0]).nyu40_id)
+                        rec["unique"] = scanrefer_is_unique(target, classes)
+                elif s.task == "planning":
+                    fut = reason.send_goal_async(Reason.Goal(task=Reason.Goal.TASK_PLANNING, text=s.question))
+                    planner.wait_for("goal acceptance", fut.done, 30, alive)
+                    t1 = time.monotonic()
+                    rf = fut.result().get_result_async()
+                    planner.wait_for("the plan", rf.done, args.timeout, alive)
+                    res, dt = rf.result().result, time.monotonic() - t1
+                else:
+                    res, dt = planner.call(ask, Ask.Request(question=s.question, history=history), args.timeout)
+                ok = res is not None and bool(res.success)
+                if res is not None:
+                    plain = " ".join(re.sub(r"<box>.*?</box>", " ", res.answer).split())
+                    rec.update(answer=plain, reasoning=res.reasoning, boxes=_box_array(res.boxes), message=res.message)
+                rec.update(well_formed=ok, latency_s=dt)
+                preds.append(rec)
+                print(f"[r1 eval-bag] {i + 1}/{len(samples)} {s.task}: {'ok' if ok else 'failed'} ({dt:.1f} s)",
+                      flush=True)
+            reason.destroy()
     except RuntimeError as e:
         print(f"[r1 eval-bag] FAILED: {e}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        if planner is not None:
-            planner.close()
-        graph.stop()
-        log.close()
     write_predictions(preds, out / "predictions.jsonl")
     results = score(preds)
     _, md = save_report(out, {args.name: results}, meta={"bag": str(bag), "scene_id": scene_id, "data": str(data),

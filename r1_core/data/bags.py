@@ -251,6 +251,15 @@ def _stamp(msg) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
+def color_frame_count(path: str | Path, cfg: BagConfig | None = None) -> int:
+    """Messages on the bag's colour topic (from the bag's index, nothing decoded)."""
+    from rosbags.highlevel import AnyReader
+
+    topic = (cfg or BagConfig()).color_topic
+    with AnyReader([Path(path)], default_typestore=typestore()) as reader:
+        return sum(c.msgcount for c in reader.connections if c.topic == topic)
+
+
 def read_bag(path: str | Path, cfg: BagConfig | None = None) -> Iterator[RGBDFrame]:
     """Yield RGBDFrames from a rosbag2 (mcap or sqlite3). See module docstring."""
     from rosbags.highlevel import AnyReader
