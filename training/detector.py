@@ -153,21 +153,16 @@ def load_pretrained_encoder(enc: PointEncoder, path: str | Path) -> None:
     from r1_core.model.checkpoint import META_FILE, PARTS_FILE
 
     path = Path(path)
-    if path.is_dir() and (path / META_FILE).is_file():
+    if path.is_dir() and (path / META_FILE).is_file():           # an r1 checkpoint: its encoder part
         state = {k[len("encoder."):]: v for k, v in load_file(path / PARTS_FILE).items() if k.startswith("encoder.")}
         if not state:
             raise ValueError(f"{path}: an r1 checkpoint without encoder weights")
-        own = enc.state_dict()
-        bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
-        if bad:
-            raise ValueError(f"{path}: its encoder does not fit this encoder config (mismatched {bad[:4]})")
-        enc.load_state_dict(state)
-        return
-    if path.is_dir():
-        path = path / ENCODER_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"pre-trained encoder not found: {path} (run `r1 train detector` first)")
-    state = load_file(path)
+    else:
+        if path.is_dir():
+            path = path / ENCODER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"pre-trained encoder not found: {path} (run `r1 train detector` first)")
+        state = load_file(path)
     own = enc.state_dict()
     bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
     if bad or set(state) - set(own):

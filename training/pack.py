@@ -37,8 +37,8 @@ from r1_core.data.classes import STRUCTURE_NYU40_IDS
 from r1_core.data.scene import Scene, load_scannet_scene
 from r1_core.data.synthetic.render import RenderConfig, make_renderer, walkthrough_poses
 from r1_core.data.synthetic.world import SynthRoom
-from r1_core.geometry.fusion import FusionConfig, FusionMap
 from r1_core.data.tasks import DatasetLayout, TaskSample, load_task_samples
+from r1_core.geometry.fusion import FusionConfig, FusionMap
 from r1_core.model.answer import format_box, format_response
 from r1_core.model.encoder import EncoderConfig, PointEncoder
 from r1_core.model.r1model import SceneEncoding
@@ -106,12 +106,15 @@ def _walkthrough(layout: DatasetLayout, scene_id: str, cfg: PackConfig):
                                 f"pose/ intrinsic/ and {scene_id}.txt, see r1_core.data.scannet_frames)")
 
 
-def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> tuple[KeyframeBank, FusionMap | None]:
-    """The walk-through's keyframe bank and, for `cloud: fused`, the FusionMap of all its frames."""
-    bank = KeyframeBank(cfg.bank)
+def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig,
+               keyframes: bool = True) -> tuple[KeyframeBank | None, FusionMap | None]:
+    """The walk-through's keyframe bank (unless `keyframes` is False) and, for `cloud: fused`,
+    the FusionMap of all its frames."""
+    bank = KeyframeBank(cfg.bank) if keyframes else None
     fusion = FusionMap(cfg.fusion) if cfg.cloud == "fused" else None
     for color, depth, K, T, stamp in _walkthrough(layout, scene_id, cfg):
-        bank.offer(color, depth, K, T, stamp=stamp)
+        if bank is not None:
+            bank.offer(color, depth, K, T, stamp=stamp)
         if fusion is not None:
             fusion.integrate(color, depth, K, T)
     return bank, fusion
@@ -134,9 +137,10 @@ def _fused_cloud(scene: Scene, fusion: FusionMap, radius: float) -> tuple[np.nda
     return pts, inst, sem
 
 
-def _scene_and_keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig) -> tuple[Scene, KeyframeBank]:
+def _scene_and_keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig,
+                         keyframes: bool = True) -> tuple[Scene, KeyframeBank | None]:
     scene = load_scannet_scene(layout.scannet_dir, scene_id)
-    bank, fusion = _keyframes(layout, scene_id, cfg)
+    bank, fusion = _keyframes(layout, scene_id, cfg, keyframes)
     if fusion is not None:
         pts, inst, sem = _fused_cloud(scene, fusion, cfg.label_radius_m)
         scene = dataclasses.replace(scene, points=pts, instance_labels=inst, semantic_labels=sem)
@@ -149,7 +153,7 @@ def training_scene(data: str | Path, scene_id: str, cfg: PackConfig) -> Scene:
     layout = DatasetLayout(Path(data))
     if cfg.cloud == "mesh":
         return load_scannet_scene(layout.scannet_dir, scene_id)
-    return _scene_and_keyframes(layout, scene_id, cfg)[0]
+    return _scene_and_keyframes(layout, scene_id, cfg, keyframes=False)[0]    # the detector needs no views
 
 
 def _caption_examples(scene: Scene, descriptions: list[TaskSample], n: int, rng: np.random.Generator) -> list[TaskSample]:
