@@ -1,0 +1,76 @@
+"""bench/paired.py: per-example metrics agree with the benchmark scorers; the paired bootstrap is right."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from r1_core.eval.grounding import scanrefer_metrics
+from r1_core.eval.qa import exact_match
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_paired", ROOT / "bench" / "paired.py")
+paired = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(paired)
+
+
+def _predictions(seed: int, n_ground: int = 60, n_qa: int = 40) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    preds = []
+    for i in range(n_ground):
+        gt = [float(i % 5), 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]
+        shift = float(rng.uniform(0, 1.2))     # IoU spread over 0..1
+        box = None if i % 7 == 0 else [gt[0] + shift, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]
+        preds.append({"task": "grounding", "scene_id": f"s{i % 3}", "question": f"q{i}", "object_ids": [i],
+                      "references": [], "boxes": [box] if box else [], "gt_boxes": [gt], "unique": bool(i % 2)})
+    for i in range(n_qa):
+        preds.append({"task": "qa", "scene_id": "s0", "question": f"qa{i}", "object_ids": [],
+                      "references": ["two", "2 chairs"], "answer": str(rng.choice(["two", "three", "Two."]))})
+    return preds
+
+
+def _write(tmp_path: Path, name: str, preds: list[dict]) -> str:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(p) + "\n" for p in preds))
+    return str(path)
+
+
+def test_per_example_means_equal_the_benchmark_scorers():
+    preds = _predictions(0)
+    m = paired.per_example(preds)
+    g = [p for p in preds if p["task"] == "grounding"]
+    ref = scanrefer_metrics([p["boxes"][0] if p["boxes"] else None for p in g],
+                            np.array([p["gt_boxes"][0] for p in g]), [p["unique"] for p in g])
+    assert np.mean(list(m["Acc@0.25"].values())) == pytest.approx(ref["Acc@0.25"])
+    assert np.mean(list(m["Acc@0.5"].values())) == pytest.approx(ref["Acc@0.5"])
+    assert 0 < ref["Acc@0.25"] < 1 and ref["Acc@0.5"] < ref["Acc@0.25"]
+    q = [p for p in preds if p["task"] == "qa"]
+    assert np.mean(list(m["QA EM"].values())) == pytest.approx(exact_match([p["answer"] for p in q],
+                                                                           [p["references"] for p in q])["EM"])
+
+
+def test_paired_table_counts_and_intervals(tmp_path):
+    a = _predictions(0)
+    b = json.loads(json.dumps(a))
+    qa_b = [p for p in b if p["task"] == "qa"]
+    wrong_in_a = [i for i, p in enumerate(qa_b) if paired.answer_match(p["answer"], p["references"])[0] == 0]
+    for i in wrong_in_a[:10]:
+        qa_b[i]["answer"] = "two"             # B fixes 10 of A's wrong answers and breaks none
+    out = paired.main([_write(tmp_path, "a.jsonl", a), _write(tmp_path, "b.jsonl", b), "--names", "A", "B",
+                       "--samples", "2000", "--out", str(tmp_path / "p.json")])
+    rows = {r["metric"]: r for r in out["rows"]}
+    assert rows["Acc@0.25"]["diff"] == 0 and rows["Acc@0.25"]["ci95"] == [0, 0]
+    em = rows["QA EM"]
+    assert (em["only_a"], em["only_b"], em["n"]) == (0, 10, 40)
+    assert em["diff"] == pytest.approx(100 * 10 / 40)
+    assert 0 < em["ci95"][0] < em["diff"] < em["ci95"][1]
+    assert json.loads((tmp_path / "p.json").read_text())["rows"] == out["rows"]
+
+
+def test_files_of_different_examples_are_refused(tmp_path):
+    a = _predictions(0)
+    b = _predictions(0, n_qa=39)
+    with pytest.raises(ValueError, match="QA EM: 1 examples are in only one of the two files"):
+        paired.main([_write(tmp_path, "a.jsonl", a), _write(tmp_path, "b.jsonl", b)])
