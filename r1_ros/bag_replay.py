@@ -10,6 +10,17 @@ deserialisation) on the recorded topic names, paced by the recorded times divide
 in place (it sits right after the 4-byte encapsulation header), TFMessage is re-serialised.
 `start_paused` waits for ~/resume (std_srvs/Trigger); ~/pause pauses. /tf_static is published
 transient-local as tf2 does; other topics reliable (images ~1 MB: see qos.py).
+
+Backpressure (`wait_for_fusion`, for offline runs: `r1 demo`, `r1 eval-bag`): rgbd_fusion drops
+frames as `overload` when they come faster than it fuses them, which is right for a live camera
+but makes an offline result depend on the machine's load. With wait_for_fusion the replay
+publishes frame k (the k-th message on `frame_topic`) only once rgbd_fusion has finished
+(fused or dropped) all but `max_frames_in_flight` - 1 of the frames before it, as counted by its
+`fusion_status` (published after every finished frame). The other topics wait with it; after a
+wait the replay keeps the recorded spacing of the messages, and their (restamped) header stamps
+stay as recorded - a frame's camera_info and pose, published before the wait, keep matching it.
+If rgbd_fusion finishes no frame for `fusion_timeout_s`, the node fails (exit code 1) naming the
+frame and the last status it got.
 """
 from __future__ import annotations
 
@@ -127,6 +138,18 @@ class BagReplayNode(Node):
         self.stop_requested = threading.Event()
         self.exit_code = 0
         self._rate_changed = threading.Event()
+        self.frames_sent = 0                  # messages published on frame_topic (wait_for_fusion)
+        self._fusion_cv = threading.Condition()
+        self._fusion_status = None            # the latest r1_msgs/FusionStatus and when it came
+        self._fusion_status_time = 0.0
+        if cfg.wait_for_fusion:
+            if cfg.frame_topic not in {c.topic for c in self.connections}:
+                raise ValueError(f"bag_replay: wait_for_fusion: frame_topic {cfg.frame_topic!r} is not replayed "
+                                 f"from {self.path}; it has {sorted(self.publishers_)}")
+            from r1_msgs.msg import FusionStatus
+
+            self._status_sub = self.create_subscription(FusionStatus, "fusion_status", self._on_fusion_status,
+                                                        qos.STATUS)
         from std_srvs.srv import Trigger
 
         self.create_service(Trigger, "~/resume", self._srv_resume)
@@ -135,6 +158,7 @@ class BagReplayNode(Node):
         n = sum(c.msgcount for c in self.connections)
         self.get_logger().info(f"replaying {self.path} ({n} messages on {len(self.publishers_)} topics) at "
                                f"{cfg.rate}x{', looping' if cfg.loop else ''}{', restamped' if cfg.restamp else ''}"
+                               f"{', paced by rgbd_fusion (wait_for_fusion)' if cfg.wait_for_fusion else ''}"
                                f"{'; paused until ~/resume' if cfg.start_paused else ''}")
 
     def _on_config(self, cfg: BagReplayConfig) -> None:
@@ -149,9 +173,62 @@ class BagReplayNode(Node):
     def close(self) -> None:
         self._stop.set()
         self._paused.clear()
+        with self._fusion_cv:
+            self._fusion_cv.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
         self.reader.close()
+
+    def _on_fusion_status(self, msg) -> None:
+        with self._fusion_cv:
+            self._fusion_status, self._fusion_status_time = msg, time.monotonic()
+            self._fusion_cv.notify_all()
+
+    @staticmethod
+    def _finished(status) -> int:
+        return int(status.frames_fused) + int(status.frames_dropped)
+
+    def _fusion_base(self) -> int:
+        """rgbd_fusion's finished-frame count before this replay's first frame (from its first
+        status: it publishes one at least every 1 / status_rate_hz)."""
+        deadline = time.monotonic() + self.cfg.fusion_timeout_s
+        with self._fusion_cv:
+            while self._fusion_status is None and not self._stop.is_set():
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"wait_for_fusion: no r1_msgs/FusionStatus arrived on "
+                        f"{self.resolve_topic_name('fusion_status')} within {self.cfg.fusion_timeout_s} s, so no "
+                        f"frame of {self.path} was published; is rgbd_fusion running in this namespace?")
+                self._fusion_cv.wait(0.2)
+            return 0 if self._fusion_status is None else self._finished(self._fusion_status)
+
+    def _wait_for_fusion(self, base: int) -> None:
+        """Block until fewer than max_frames_in_flight of the frames sent so far are unfinished
+        by rgbd_fusion (`base`: its finished count before this replay's first frame); raise
+        RuntimeError, naming the frame and the last status, after fusion_timeout_s without a
+        finished frame."""
+        cfg = self.cfg
+        with self._fusion_cv:
+            done, deadline = -1, 0.0
+            while not self._stop.is_set():
+                s = self._fusion_status
+                finished = self._finished(s) - base
+                if self.frames_sent - finished < cfg.max_frames_in_flight:
+                    return
+                if finished > done:                   # the timeout counts from the last finished frame
+                    done, deadline = finished, time.monotonic() + cfg.fusion_timeout_s
+                elif time.monotonic() >= deadline:
+                    age = time.monotonic() - self._fusion_status_time
+                    break
+                self._fusion_cv.wait(0.2)
+            else:
+                return                                # stopping
+        raise RuntimeError(
+            f"wait_for_fusion: rgbd_fusion finished no frame for {cfg.fusion_timeout_s} s, so frame "
+            f"{self.frames_sent + 1} ({cfg.frame_topic}) of {self.path} was not published: its last status on "
+            f"{self.resolve_topic_name('fusion_status')} ({age:.1f} s old) counts {done} of the {self.frames_sent} "
+            f"frames sent so far as finished (fused {s.frames_fused}, dropped {s.frames_dropped}, received "
+            f"{s.frames_in} since it started); does it get this bag's depth, camera_info and poses?")
 
     def _srv_resume(self, req, res):
         was = self._paused.is_set()
@@ -189,6 +266,7 @@ class BagReplayNode(Node):
     def _replay(self) -> None:
         start = self.reader.start_time + int(self.cfg.start_offset_s * 1e9)
         self._wait_for_subscribers()
+        base = None
         while not self._stop.is_set():
             while self._paused.is_set() and not self._stop.is_set():
                 time.sleep(0.02)
@@ -197,6 +275,16 @@ class BagReplayNode(Node):
             for conn, t_ns, raw in self.reader.messages(connections=self.connections, start=start):
                 if self._stop.is_set():
                     return
+                if self.cfg.wait_for_fusion and conn.topic == self.cfg.frame_topic:
+                    waited_from = time.monotonic()
+                    if base is None:                  # rgbd_fusion's count before our first frame
+                        base = self._fusion_base()
+                    self._wait_for_fusion(base)
+                    if self._stop.is_set():
+                        return
+                    # the later messages keep their recorded spacing after the wait; their stamps
+                    # are not shifted: this frame's camera_info and pose went out before it
+                    anchor_wall += time.monotonic() - waited_from
                 if self._paused.is_set():
                     paused_at = time.monotonic()
                     while self._paused.is_set() and not self._stop.is_set():
@@ -216,6 +304,8 @@ class BagReplayNode(Node):
                 data = self.restamp(raw, conn.msgtype, offset) if offset else bytes(raw)
                 self.publishers_[conn.topic].publish(data)
                 self.published += 1
+                if conn.topic == self.cfg.frame_topic:
+                    self.frames_sent += 1
             self.passes += 1
             if not self.cfg.loop:
                 break

@@ -64,9 +64,11 @@ class FusionNodeConfig:
                                   "or the image frame for PoseStamped)")
     sync_tolerance_s: float = p(0.02, "colour/depth/camera_info stamps closer than this are one frame",
                                 (0.0, 1.0), dynamic=True)
-    frame_wait_s: float = p(0.2, "how long a frame waits for its camera_info and pose to arrive before it is "
-                                 "dropped (no_camera_info / stale_pose)", (0.0, 5.0), dynamic=True)
-    max_pose_age_s: float = p(0.1, "a pose this much older (or newer) than the frame is still used; beyond: "
+    frame_wait_s: float = p(0.2, "how long a frame waits for its camera_info and for a pose at its stamp to "
+                                 "arrive before it falls back to max_pose_age_s or is dropped (no_camera_info / "
+                                 "stale_pose)", (0.0, 5.0), dynamic=True)
+    max_pose_age_s: float = p(0.1, "once frame_wait_s has passed without a pose at the frame's stamp, a pose this "
+                                   "much older (or newer) than the frame is still used; beyond: "
                                    "stale_pose", (0.0, 10.0), dynamic=True)
     tf_cache_s: float = p(10.0, "transform history kept per frame (seconds)", (0.5, 600.0))
     queue_size: int = p(30, "frames waiting for fusion; when full the oldest is dropped (reason: overload)",
@@ -80,7 +82,9 @@ class FusionNodeConfig:
                                   "cloud once the stream pauses; always; never", dynamic=True)
     cloud_idle_s: float = p(1.0, "cloud_refine idle: the stream counts as paused after this long without a fused "
                                  "frame", (0.0, 600.0), dynamic=True)
-    status_rate_hz: float = p(2.0, "FusionStatus publishing rate", (0.1, 50.0))
+    status_rate_hz: float = p(2.0, "FusionStatus heartbeat rate (a status also goes out each time the worker "
+                                   "finishes a frame, fused or dropped: an offline replayer paces itself on it)",
+                              (0.1, 50.0))
     log_throttle_s: float = p(30.0, "each kind of dropped frame is logged once, then at most once per this period",
                               (0.0, 86400.0), dynamic=True)
     publish_keyframes: bool = p(True, "publish keyframes (r1_msgs/Keyframe) accepted by the keyframe bank")
@@ -165,9 +169,24 @@ class BagReplayConfig:
                                   (0.0, 3600.0))
     topics: list[str] = p(help="topics to publish (empty = all)", factory=list)
     qos_depth: int = p(30, "publisher history depth (reliable)", (1, 1000))
+    wait_for_fusion: bool = p(False, "offline replay with backpressure: publish a frame (a message on frame_topic) "
+                                     "only while fewer than max_frames_in_flight earlier ones are unfinished by "
+                                     "rgbd_fusion (fused + dropped in its fusion_status), so that none is dropped "
+                                     "as overload however slow fusion is; the replay then runs as fast as fusion "
+                                     "allows, never faster than `rate`. Off: paced by the clock only, as live "
+                                     "sensors are")
+    frame_topic: str = p("/camera/color/image_raw", "wait_for_fusion: the bag topic whose messages are the frames "
+                                                    "rgbd_fusion counts (its colour topic)")
+    max_frames_in_flight: int = p(2, "wait_for_fusion: frames published but not yet finished by rgbd_fusion; at "
+                                     "most rgbd_fusion's queue_size", (1, 1000))
+    fusion_timeout_s: float = p(60.0, "wait_for_fusion: the node fails (exit code 1, naming the frame and the "
+                                      "last fusion_status) when rgbd_fusion finishes no frame for this long",
+                                (0.1, 86400.0))
 
     def __post_init__(self) -> None:
         _positive("rate", self.rate)
+        if self.wait_for_fusion and not self.frame_topic:
+            raise ValueError("wait_for_fusion needs frame_topic (the colour topic rgbd_fusion counts frames on)")
 
 
 NODE_CONFIGS: dict[str, type] = {

@@ -8,7 +8,8 @@
 1. builds (or reuses) the demo scene and its RGB-D bag (r1_core.data.synthetic.demo, cached in
    ~/.cache/r1/demo);
 2. brings up rgbd_fusion, view_selector, scene_reasoner and bag_replay exactly as `r1 up`
-   does (node output goes to <out>/nodes.log), and replays the bag once;
+   does (node output goes to <out>/nodes.log), and replays the bag once with backpressure
+   (bag_wait_for_fusion: every frame is fused, however loaded the machine; only slower);
 3. acts as a planner over ROS: Ground ("the red chair next to the bed"), Ask (a question about
    the room) and the Reason action with a planning task, streaming its reasoning as it is
    generated; prints every answer with its boxes and reasoning;
@@ -140,7 +141,9 @@ class Planner:
     def replay(self, n_frames: int, alive, fuse_timeout: float, cloud_timeout: float) -> None:
         """Resume the paused bag_replay and return once its `n_frames` frames are fused (or
         dropped) and the final cloud is out: the refined cloud rgbd_fusion publishes when the
-        stream pauses (cloud_refine: idle), after which no cloud comes for QUIET_S."""
+        stream pauses (cloud_refine: idle), after which no cloud comes for QUIET_S. The replay
+        waits for fusion frame by frame (GraphSession), so no frame is dropped as overload; if
+        fusion stalls, bag_replay exits naming the frame and alive() reports it."""
         from std_srvs.srv import Trigger
 
         resume = self.client(Trigger, "/bag_replay/resume", 120, alive)
@@ -158,13 +161,21 @@ class Planner:
 
 
 class GraphSession:
-    """The r1 nodes brought up as `r1 up` does (on a paused bag) plus a Planner client, for the
-    commands that drive them (r1 demo, r1 eval-bag). Use as a context manager: on exit the
-    planner closes, the nodes stop (their exit codes in `exit_codes`) and the log closes."""
+    """The r1 nodes brought up as `r1 up` does plus a Planner client, for the commands that
+    drive them over an offline bag (r1 demo, r1 eval-bag). The bag replay starts paused
+    (Planner.replay resumes it) and runs with backpressure (bag_wait_for_fusion): each frame
+    waits until rgbd_fusion has finished the earlier ones, so the fused map, and the answers,
+    do not depend on the machine's load. Use as a context manager: on exit the planner closes,
+    the nodes stop (their exit codes in `exit_codes`) and the log closes."""
+
+    OFFLINE_REPLAY = {"bag_start_paused": "true", "bag_wait_for_fusion": "true"}
 
     def __init__(self, launch: dict, log_path: Path):
         from r1_ros.bringup import BringUp
 
+        if not launch.get("bag"):
+            raise ValueError("GraphSession drives a bag replay: give the launch argument 'bag'")
+        launch = {**launch, **self.OFFLINE_REPLAY}
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.graph = BringUp(launch, stdout=self.log, stderr=self.log)
@@ -211,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     print("[r1 demo] preparing the demo scene and its RGB-D bag ...", flush=True)
     assets = ensure_demo_assets(args.assets)
-    launch = {"bag": str(assets.bag), "bag_start_paused": "true", "device": args.device}
+    launch = {"bag": str(assets.bag), "device": args.device}
     if args.preset:
         launch["preset"], model = args.preset, f"preset {args.preset} (untrained encoder)"
     elif args.checkpoint:
@@ -242,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
             ask = planner.client(Ask, "ask", args.timeout, alive)
             print(f"[r1 demo] graph up after {time.monotonic() - t_start:.0f} s; replaying {n_frames} frames ...",
                   flush=True)
-            planner.replay(n_frames, alive, fuse_timeout=120, cloud_timeout=120)
+            planner.replay(n_frames, alive, fuse_timeout=600, cloud_timeout=120)
             s = planner.status
             drops = dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts)))
             print(f"[r1 demo] fused {s.frames_fused}/{s.frames_in} frames (dropped: {drops or 'none'}), "

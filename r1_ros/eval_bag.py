@@ -4,7 +4,8 @@
         --sources scanrefer scanqa --out runs/eval_bag --name "R1-nano (bag)"
     r1 eval-bag --demo --out runs/eval_bag_demo          # the bundled demo bag and its annotations
 
-Brings the nodes up exactly as `r1 up bag:=…` does, replays the bag once, waits for the final
+Brings the nodes up exactly as `r1 up bag:=…` does, replays the bag once with backpressure
+(every frame is fused, however loaded the machine: r1_ros.demo.GraphSession), waits for the final
 fused map, then asks every annotation of the bag's scene in the question files (any format
 r1_core.data reads: ScanRefer, Nr3D, ScanQA, SQA3D, 3D-LLM) through the ROS interfaces —
 grounding through `Ground`, questions and dialogue through `Ask` (with the history), planning
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     scene = load_scannet_scene(DatasetLayout(data).scannet_dir, scene_id)
     n_frames = color_frame_count(bag)
     classes = [scanrefer_class(o.nyu40_id) for o in scene.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS]
-    launch = {"bag": str(bag), "bag_start_paused": "true", "device": args.device}
+    launch = {"bag": str(bag), "device": args.device}
     if args.checkpoint:
         launch["checkpoint"] = args.checkpoint
     if args.params_file:

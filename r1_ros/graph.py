@@ -48,6 +48,9 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("bag_loop", "false", "replay the bag in a loop"),
     LaunchArgument("bag_restamp", "true", "restamp replayed messages to the current time"),
     LaunchArgument("bag_start_paused", "false", "bag replay waits for its ~/resume service"),
+    LaunchArgument("bag_wait_for_fusion", "false", "offline replay with backpressure: each colour frame waits until "
+                                                   "rgbd_fusion has finished the earlier ones, so none is dropped "
+                                                   "as overload (false: clock-paced like a live camera)"),
     LaunchArgument("use_view_selector", "true", "start the view_selector node (SelectViews service)"),
 )
 ARGUMENT_NAMES = tuple(a.name for a in LAUNCH_ARGUMENTS)
@@ -143,7 +146,9 @@ def plan(args: Mapping[str, str] | None = None) -> list[NodeSpec]:
     if a["bag"]:
         replay = {"bag": a["bag"], "rate": _float("bag_rate", a["bag_rate"]), "loop": _bool("bag_loop", a["bag_loop"]),
                   "restamp": _bool("bag_restamp", a["bag_restamp"]),
-                  "start_paused": _bool("bag_start_paused", a["bag_start_paused"])}
+                  "start_paused": _bool("bag_start_paused", a["bag_start_paused"]),
+                  "wait_for_fusion": _bool("bag_wait_for_fusion", a["bag_wait_for_fusion"]),
+                  "frame_topic": _topic(cam, a["color_topic"])}       # the topic rgbd_fusion counts frames on
         specs.append(NodeSpec("bag_replay", "bag_replay", ns, params, replay))
     return specs
 

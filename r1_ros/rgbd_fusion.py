@@ -9,7 +9,8 @@ Subscribes   color/image_raw, depth/image_raw (sensor_msgs/Image), color/camera_
              /tf + /tf_static (pose_source tf), pose (PoseStamped) or odom (Odometry)
 Publishes    fused_cloud (PointCloud2, map frame, rate-limited, transient local),
              keyframes (r1_msgs/Keyframe, when the keyframe bank accepts a frame),
-             fusion_status (r1_msgs/FusionStatus)
+             fusion_status (r1_msgs/FusionStatus: at status_rate_hz, and each time a frame is
+             finished - fused or dropped - so that an offline replayer can pace itself on it)
 Services     ~/reset (std_srvs/Trigger), ~/save_map, ~/load_map (r1_msgs/MapFile)
 
 A thin adapter over r1_core: r1_core.geometry.fusion.FusionMap integrates, r1_core.views
@@ -19,7 +20,10 @@ pair's camera_info and pose, decodes, integrates, offers the keyframe and publis
 Every unusable frame is dropped before it reaches the map, counted by reason in the status,
 and logged once per kind (then throttled): too_large, bad_encoding, bad_image, size_mismatch,
 no_valid_depth (NaN/zero depth), no_camera_info, no_pose, stale_pose, out_of_order,
-unsynced (no depth partner), overload (queue full), and FusionMap's own reasons.
+unsynced (no depth partner), overload (queue full), and FusionMap's own reasons. Overload is
+right for a live camera (the newest frames matter); an offline replay avoids it with
+backpressure instead (bag_replay wait_for_fusion: it publishes a frame only once this node's
+fusion_status shows the earlier ones finished).
 With `depth_source: estimated` (RGB-only cameras) depth is predicted from colour by the
 Depth Anything branch of the model (r1_core.model.depth.DepthBranch).
 """
@@ -179,6 +183,8 @@ class RgbdFusionNode(Node):
         tol = self.cfg.sync_tolerance_s
         for tc, _ in unmatched:
             self.drops.drop("unsynced", f"colour image at t={tc * 1e-9:.3f} s has no depth image within {tol} s")
+        if unmatched:
+            self._publish_status()
         for tc, (c, cbad), td, (d, dbad) in pairs:
             self._enqueue(_Frame(tc, c, d, time.monotonic(), cbad or dbad))
 
@@ -206,6 +212,7 @@ class RgbdFusionNode(Node):
         self._add_pose(msg.header, msg.pose.pose)
 
     def _enqueue(self, frame: _Frame) -> None:
+        old = None
         with self._cv:
             if len(self._pending) >= self.cfg.queue_size:
                 old = self._pending.popleft()
@@ -214,6 +221,8 @@ class RgbdFusionNode(Node):
                                             f"fusion.pixel_stride")
             self._pending.append(frame)
             self._cv.notify()
+        if old is not None:
+            self._publish_status()
 
     # ---- worker -----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -233,17 +242,19 @@ class RgbdFusionNode(Node):
                     self._cv.wait(timeout=0.05)
                 # taken off the queue while processed, so an overflow never drops the frame in hand
                 frame = self._pending.popleft() if self._pending else None
-            if frame is not None and not self._process(frame):
-                with self._cv:
-                    self._pending.appendleft(frame)      # still waiting for its camera_info / pose
-                time.sleep(0.003)
+            if frame is not None:
+                if self._process(frame):
+                    self._publish_status()               # finished: the per-frame acknowledgement
+                else:
+                    with self._cv:
+                        self._pending.appendleft(frame)  # still waiting for its camera_info / pose
+                    time.sleep(0.003)
             if self.depth_model is None:
                 self._paired(*self.sync.expire(max(1.0, 2 * self.cfg.frame_wait_s)))
             self._maybe_publish_cloud()
 
-    def _pose(self, image_frame: str, t: int) -> np.ndarray:
+    def _pose(self, image_frame: str, t: int, tol: int) -> np.ndarray:
         cfg = self.cfg
-        tol = int(cfg.max_pose_age_s * 1e9)
         if cfg.pose_source == "tf":
             return self.tf.lookup(cfg.map_frame, image_frame, t, tol)
         T = self.tf.lookup(cfg.map_frame, POSE_FRAME, t, tol)
@@ -275,12 +286,19 @@ class RgbdFusionNode(Node):
             return True
         image_frame = f.color.header.frame_id or info.header.frame_id
         try:
-            T = self._pose(image_frame, f.stamp)
+            try:
+                # at the frame's stamp (interpolated between the samples around it) while the
+                # transform may still be on its way (pending: on another topic, in another
+                # callback), or the chain is not complete yet (e.g. /tf_static arriving after the
+                # first images): wait up to frame_wait_s. Taking the nearest older sample at once
+                # (max_pose_age_s) would fuse the frame at an older pose whenever the worker
+                # happens to be idle when it arrives, so the map would depend on timing.
+                T = self._pose(image_frame, f.stamp, 0)
+            except PoseError as e:
+                if e.reason in ("pose_pending", "no_pose") and waited < cfg.frame_wait_s:
+                    return False
+                T = self._pose(image_frame, f.stamp, int(cfg.max_pose_age_s * 1e9))
         except PoseError as e:
-            # the transform may still be on its way (pending), or the chain not complete yet
-            # (e.g. /tf_static arriving after the first images): wait up to frame_wait_s
-            if e.reason in ("pose_pending", "no_pose") and waited < cfg.frame_wait_s:
-                return False
             reason = "stale_pose" if e.reason == "pose_pending" else e.reason
             self.drops.drop(reason, f"{cfg.map_frame} <- {image_frame}: {e}")
             return True

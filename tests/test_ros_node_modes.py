@@ -130,3 +130,30 @@ def test_rgb_only_mode_fuses_estimated_depth(ros, frames):
         assert np.all(np.abs(z_cam - float(np.median(est))) < 0.05)
     finally:
         node.destroy_node()
+
+
+def test_a_frame_whose_transform_is_late_waits_for_it_instead_of_taking_the_older_pose(ros, frames):
+    # /tf and the images are separate topics: the frame at t1 may reach the idle worker before the
+    # transform at t1 does, while the one at t0 (33 ms older, within max_pose_age_s) is there.
+    # Fusing at once with that older pose would make the map depend on timing; the frame waits
+    # (up to frame_wait_s) and is fused at its own pose, as when the transform came first.
+    from r1_ros.conversions import array_to_image, make_camera_info
+
+    late, ref = _node("late", frame_wait_s=5.0), _node("ref")
+    try:
+        _feed(ref, frames[:2], "tf")
+        late._on_tf(_tf("camera_link", OPTICAL, T_LINK_OPTICAL, BASE), static=True)
+        _feed(late, frames[:1], "tf")                        # frame 0 (t0) and its transform
+        f, t1 = frames[1], BASE + 33_000_000
+        late._on_info(make_camera_info(f.K, 640, 480, _header(t1)))
+        late._on_color(array_to_image(f.color, "rgb8", _header(t1)))
+        late._on_depth(array_to_image(f.depth, "16UC1", _header(t1)))
+        frame = late._pending.popleft()
+        assert not late._process(frame) and late.frames_fused == 1      # waits for the transform at t1
+        late._on_tf(_tf("map", "camera_link", f.T_map_optical @ np.linalg.inv(T_LINK_OPTICAL), t1), static=False)
+        assert late._process(frame) and late.frames_fused == 2 and late.drops.total == 0
+        assert np.array_equal(late.fmap.voxel_keys(), ref.fmap.voxel_keys())
+        assert np.allclose(late.fmap.snapshot(), ref.fmap.snapshot(), atol=1e-5)
+    finally:
+        late.destroy_node()
+        ref.destroy_node()
