@@ -96,6 +96,7 @@ class Planner:
         self.cloud_time = 0.0
         self.node.create_subscription(FusionStatus, "fusion_status", self._on_status, qos.STATUS)
         self.node.create_subscription(PointCloud2, "fused_cloud", self._on_cloud, qos.CLOUD)
+        self.action_clients: list = []
         self.executor = MultiThreadedExecutor(num_threads=3)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -112,6 +113,10 @@ class Planner:
 
         self.executor.shutdown()
         self.thread.join()
+        # action clients go only once the executor has stopped: destroyed while it spins, a
+        # pending task of theirs fails ("cannot use Destroyable ...") and is logged at exit
+        for c in self.action_clients:
+            c.destroy()
         self.node.destroy_node()
         rclpy.shutdown()
 
@@ -128,6 +133,29 @@ class Planner:
     def client(self, srv_type, name: str, timeout: float, alive):
         c = self.node.create_client(srv_type, name)
         self.wait_for(f"service {name}", lambda: c.service_is_ready(), timeout, alive)
+        return c
+
+    def fusion_summary(self) -> dict:
+        """rgbd_fusion's latest status as a plain dict (frames in / fused / dropped by reason, map size)."""
+        s = self.status
+        if s is None:
+            raise RuntimeError("no fusion_status received from rgbd_fusion yet")
+        return {"frames_in": s.frames_in, "frames_fused": s.frames_fused, "frames_dropped": s.frames_dropped,
+                "drops": dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts))), "num_voxels": s.num_voxels,
+                "num_keyframes": s.num_keyframes}
+
+    def fusion_line(self) -> str:
+        f = self.fusion_summary()
+        cloud = f"; cloud of {self.cloud.width} points" if self.cloud is not None else ""
+        return (f"fused {f['frames_fused']}/{f['frames_in']} frames (dropped: {f['drops'] or 'none'}), "
+                f"{f['num_voxels']} voxels, {f['num_keyframes']} keyframes{cloud}")
+
+    def action_client(self, action_type, name: str):
+        """An rclpy ActionClient on the planner's node, destroyed by close()."""
+        from rclpy.action import ActionClient
+
+        c = ActionClient(self.node, action_type, name)
+        self.action_clients.append(c)
         return c
 
     def call(self, client, request, timeout: float):
@@ -254,11 +282,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"[r1 demo] graph up after {time.monotonic() - t_start:.0f} s; replaying {n_frames} frames ...",
                   flush=True)
             planner.replay(n_frames, alive, fuse_timeout=600, cloud_timeout=120)
-            s = planner.status
-            drops = dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts)))
-            print(f"[r1 demo] fused {s.frames_fused}/{s.frames_in} frames (dropped: {drops or 'none'}), "
-                  f"{s.num_voxels} voxels, {s.num_keyframes} keyframes; cloud of {planner.cloud.width} points",
-                  flush=True)
+            status = planner.fusion_summary()
+            print(f"[r1 demo] {planner.fusion_line()}", flush=True)
 
             res, dt = planner.call(ground, Ground.Request(expression=args.ground), args.timeout)
             answered &= res is not None
@@ -272,8 +297,6 @@ def run(args: argparse.Namespace) -> int:
             answered &= records["reason"]["answered"]
             _print_answer("Reason (planning)", args.plan, records["reason"])
             cloud = _cloud_array(planner.cloud)
-            status = {"frames_in": s.frames_in, "frames_fused": s.frames_fused, "frames_dropped": s.frames_dropped,
-                      "drops": drops, "num_voxels": s.num_voxels, "num_keyframes": s.num_keyframes}
     except RuntimeError as e:
         print(f"[r1 demo] FAILED: {e}", file=sys.stderr, flush=True)
         return 1
@@ -337,9 +360,7 @@ def _record(res, latency: float, request: str) -> dict:
 
 
 def _reason(planner: Planner, Reason, plan: str, timeout: float, alive) -> dict:
-    from rclpy.action import ActionClient
-
-    client = ActionClient(planner.node, Reason, "reason")
+    client = planner.action_client(Reason, "reason")
     planner.wait_for("action reason", lambda: client.server_is_ready(), timeout, alive)
     print(f"\n[r1 demo] Reason (planning): {plan!r} - streaming:", flush=True)
     stages: list[str] = []
@@ -368,7 +389,6 @@ def _reason(planner: Planner, Reason, plan: str, timeout: float, alive) -> dict:
     r = res_fut.result().result
     rec.update(success=bool(r.success), message=r.message, answer=r.answer, reasoning=r.reasoning,
                boxes=_box_dicts(r.boxes), steps=list(r.steps), latency_s=time.monotonic() - t0, answered=True)
-    client.destroy()
     return rec
 
 

@@ -90,15 +90,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         with session:
             planner, alive = session.planner, session.alive
-            from rclpy.action import ActionClient
-
             from r1_msgs.action import Reason
             from r1_msgs.srv import Ask, Ground
 
             ground = planner.client(Ground, "ground", args.timeout, alive)
             ask = planner.client(Ask, "ask", args.timeout, alive)
-            reason = ActionClient(planner.node, Reason, "reason")
+            reason = planner.action_client(Reason, "reason")
             planner.replay(n_frames, alive, fuse_timeout=1800, cloud_timeout=300)
+            fusion = planner.fusion_summary()
+            print(f"[r1 eval-bag] {planner.fusion_line()}", flush=True)
             print(f"[r1 eval-bag] map ready after {time.monotonic() - t0:.0f} s; {len(samples)} requests on {scene_id}",
                   flush=True)
             for i, s in enumerate(samples):
@@ -128,14 +128,13 @@ def run(args: argparse.Namespace) -> int:
                 preds.append(rec)
                 print(f"[r1 eval-bag] {i + 1}/{len(samples)} {s.task}: {'ok' if ok else 'failed'} ({dt:.1f} s)",
                       flush=True)
-            reason.destroy()
     except RuntimeError as e:
         print(f"[r1 eval-bag] FAILED: {e}", file=sys.stderr, flush=True)
         return 1
     write_predictions(preds, out / "predictions.jsonl")
     results = score(preds)
     _, md = save_report(out, {args.name: results}, meta={"bag": str(bag), "scene_id": scene_id, "data": str(data),
-                                                         "requests": len(preds),
+                                                         "requests": len(preds), "fusion": fusion,
                                                          "latency_p50_s": float(np.median([p["latency_s"] for p in preds]))})
     print(md.read_text())
     return 0

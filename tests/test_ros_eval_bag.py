@@ -53,9 +53,14 @@ def test_eval_bag_asks_every_annotation_over_ros_and_scores_the_answers(tmp_path
         assert p["well_formed"] and p["reasoning"] == "red chair" and len(p["boxes"]) == 1
     assert preds[2]["answer"] == "the red chair" and preds[2]["references"] == ["the red chair"]
     # the scores are the r1 eval code's on these answers: recompute them from the predictions
-    res = json.loads((out / "results.json").read_text())["results"]["scripted"]
+    report = json.loads((out / "results.json").read_text())
+    res = report["results"]["scripted"]
+    fusion = report["meta"]["fusion"]        # the map the answers came from: every frame fused (backpressure)
+    assert fusion["frames_in"] == 60 and fusion["frames_fused"] == 60 and fusion["frames_dropped"] == 0
+    assert fusion["num_voxels"] > 100_000
     ious = [float(box_iou_3d(np.array(p["boxes"], float), np.array(p["gt_boxes"], float))[0, 0]) for p in preds[:2]]
     assert res["scanrefer"]["count"] == 2
     assert res["scanrefer"]["Acc@0.25"] == pytest.approx(np.mean([i >= 0.25 for i in ious]))
     assert res["scanqa"]["EM"] == pytest.approx(1.0)
     assert "Traceback" not in log
+    assert "never retrieved" not in proc.stdout + proc.stderr      # clean shutdown of the planner's clients

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
-RUNS = {"lr 5e-5 (shipped, 60 steps)": HERE / "grpo_metrics.jsonl",
+RUNS = {"lr 5e-5 (the recipe, 60 steps)": HERE / "grpo_metrics.jsonl",
         "lr 2e-4 (OOM after step 29)": HERE / "lr2e-4" / "grpo_metrics.jsonl"}
 KEYS = ["reward_perception", "reward_semantic", "reward_format", "kl"]
 
