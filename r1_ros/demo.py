@@ -144,8 +144,8 @@ class Planner:
                 "drops": dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts))), "num_voxels": s.num_voxels,
                 "num_keyframes": s.num_keyframes}
 
-    def fusion_line(self) -> str:
-        f = self.fusion_summary()
+    def fusion_line(self, f: dict) -> str:
+        """One line of `f` (a fusion_summary()) and the size of the latest cloud."""
         cloud = f"; cloud of {self.cloud.width} points" if self.cloud is not None else ""
         return (f"fused {f['frames_fused']}/{f['frames_in']} frames (dropped: {f['drops'] or 'none'}), "
                 f"{f['num_voxels']} voxels, {f['num_keyframes']} keyframes{cloud}")
@@ -185,7 +185,6 @@ class Planner:
         t_fused = time.monotonic()
         self.wait_for("the final fused cloud", lambda: self.cloud_time > t_fused
                       and time.monotonic() - self.cloud_time > QUIET_S, cloud_timeout, alive)
-
 
 
 class GraphSession:
@@ -233,6 +232,7 @@ class GraphSession:
         self.log.flush()
         tail = self.log_path.read_text().splitlines()[-15:]
         return f"node(s) exited: {dead}; last lines of {self.log_path}:\n  " + "\n  ".join(tail)
+
 
 def run(args: argparse.Namespace) -> int:
     from r1_ros.graph import local_dds_environment
@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
             planner.replay(n_frames, alive, fuse_timeout=600, cloud_timeout=120)
             status = planner.fusion_summary()
-            print(f"[r1 demo] {planner.fusion_line()}", flush=True)
+            print(f"[r1 demo] {planner.fusion_line(status)}", flush=True)
 
             res, dt = planner.call(ground, Ground.Request(expression=args.ground), args.timeout)
             answered &= res is not None

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             reason = planner.action_client(Reason, "reason")
             planner.replay(n_frames, alive, fuse_timeout=1800, cloud_timeout=300)
             fusion = planner.fusion_summary()
-            print(f"[r1 eval-bag] {planner.fusion_line()}", flush=True)
+            print(f"[r1 eval-bag] {planner.fusion_line(fusion)}", flush=True)
             print(f"[r1 eval-bag] map ready after {time.monotonic() - t0:.0f} s; {len(samples)} requests on {scene_id}",
                   flush=True)
             for i, s in enumerate(samples):
