@@ -8,9 +8,12 @@
 Why proposals as tokens: a 135M-parameter LLM cannot regress metric box coordinates from
 pooled point features reliably, but it can point at one of P candidate objects. The encoder
 therefore works like the 3D-R1/Vote2Cap-style scene encoders: set-abstraction layers give
-seed points with features; every seed votes for the box of the object it lies on
-(objectness, centre offset, log-size, class); greedy 3D NMS keeps the top P boxes; each kept
-proposal becomes one scene token built from its seed feature, the max-pooled features of
+seed points with features (optionally VoteNet's feature propagation: the last layer's
+features interpolated back to the first layer's denser centroids, so small objects get seeds);
+every seed votes for the box of the object it lies on (objectness, centre offset, log-size,
+class); greedy 3D NMS keeps the top P boxes, and each kept box becomes the objectness-weighted
+mean of the seed boxes that overlap it (box voting: a steadier box than any single seed's); each
+kept proposal becomes one scene token built from its seed feature, the max-pooled features of
 the seeds inside its box, its class distribution, the mean colour of the input points
 inside it and a Fourier encoding of its centre and size (the 3D positional encoding).
 The LLM refers to proposal k with `<ref>k</ref>` (see answer.py); the box it outputs is the
@@ -25,12 +28,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from r1_core.geometry.boxes import box_iou_3d, points_in_boxes
-from r1_core.geometry.points import ball_query, furthest_point_sample, gather_points, group_points
+from r1_core.geometry.points import (ball_query, furthest_point_sample, gather_points, group_points, three_interpolate,
+                                     three_nn)
 
 NUM_NYU40 = 41                      # class ids 0..40; 0 = unannotated
 STRUCTURE_CLASSES = (1, 2, 22)      # wall, floor, ceiling: not objects to propose
@@ -56,8 +61,13 @@ class EncoderConfig:
         SetAbstractionConfig(1024, 0.2, 32, (64, 64, 128)),
         SetAbstractionConfig(256, 0.4, 32, (128, 128, 256)),
     )
+    propagate_mlp: tuple[int, ...] = ()  # feature propagation (VoteNet): interpolate the last layer's
+                                     # features to the first layer's centroids, which become the seeds
+                                     # (MLP widths); () = the last layer's centroids are the seeds
     num_proposals: int = 32          # P: scene tokens per scene
     nms_iou: float = 0.25
+    box_vote_iou: float = 0.25       # a kept box = objectness-weighted mean of the seed boxes overlapping
+                                     # it at IoU >= this (1.0 keeps the single seed's box)
     fourier_bands: int = 8           # positional encoding of box centre and size
     token_dim: int = 256
     seed: int = 0                    # subsampling seed (deterministic encoding)
@@ -65,9 +75,18 @@ class EncoderConfig:
     def __post_init__(self):
         if not self.sa:
             raise ValueError("encoder.sa: need at least one set-abstraction layer")
-        if self.num_proposals > self.sa[-1].centroids:
-            raise ValueError(f"encoder.num_proposals ({self.num_proposals}) exceeds the last layer's "
-                             f"seeds ({self.sa[-1].centroids})")
+        if self.propagate_mlp and len(self.sa) < 2:
+            raise ValueError("encoder.propagate_mlp: feature propagation needs at least two set-abstraction layers")
+        if self.num_proposals > self.num_seeds:
+            raise ValueError(f"encoder.num_proposals ({self.num_proposals}) exceeds the number of seeds "
+                             f"({self.num_seeds})")
+        if not 0.0 < self.box_vote_iou <= 1.0:
+            raise ValueError(f"encoder.box_vote_iou: expected a value in (0, 1], got {self.box_vote_iou}")
+
+    @property
+    def num_seeds(self) -> int:
+        """Seeds that vote for boxes: the first layer's centroids with propagation, else the last's."""
+        return self.sa[0].centroids if self.propagate_mlp else self.sa[-1].centroids
 
 
 @dataclass
@@ -125,6 +144,10 @@ class PointEncoder(nn.Module):
             layers.append(SetAbstraction(sa, dim))
             dim = sa.mlp[-1]
         self.sa = nn.ModuleList(layers)
+        self.propagate = None
+        if cfg.propagate_mlp:
+            self.propagate = mlp([cfg.sa[0].mlp[-1] + dim, *cfg.propagate_mlp])
+            dim = cfg.propagate_mlp[-1]
         self.feat_dim = dim
         # per seed: objectness 1, centre offset 3, log size 3, class logits
         self.head = mlp([dim, dim, dim], last_act=True)
@@ -134,8 +157,10 @@ class PointEncoder(nn.Module):
         self.token_mlp = mlp([self.token_in_dim, cfg.token_dim, cfg.token_dim], last_act=False)
 
     def detector_parameters(self) -> list[nn.Parameter]:
-        """Set abstraction + proposal head: trained in the encoder pre-training stage, then frozen."""
-        return [*self.sa.parameters(), *self.head.parameters(), *self.head_out.parameters()]
+        """Set abstraction (+ propagation) + proposal head: trained in the encoder pre-training
+        stage, then frozen."""
+        prop = [*self.propagate.parameters()] if self.propagate is not None else []
+        return [*self.sa.parameters(), *prop, *self.head.parameters(), *self.head_out.parameters()]
 
     def tokens(self, token_inputs: torch.Tensor) -> torch.Tensor:
         """Scene tokens from the per-proposal features (the part that trains with the LLM)."""
@@ -184,9 +209,17 @@ class PointEncoder(nn.Module):
         """points: (B, num_points, 6|9), already prepared (see `prepare`)."""
         xyz, feats = self._features(points)
         seed_xyz, seed_feat, seed_index = xyz, feats, None
+        first = None
         for layer in self.sa:
             seed_xyz, seed_feat, idx = layer(seed_xyz, seed_feat)
             seed_index = idx if seed_index is None else torch.gather(seed_index, 1, idx)
+            first = first or (seed_xyz, seed_feat, seed_index)
+        if self.propagate is not None:
+            dist, nn_idx = three_nn(first[0], seed_xyz)
+            weight = 1.0 / (dist + 1e-8)
+            up = three_interpolate(seed_feat, nn_idx, weight / weight.sum(-1, keepdim=True))
+            seed_feat = self.propagate(torch.cat([first[1], up], dim=-1))
+            seed_xyz, seed_index = first[0], first[2]
         raw = self.head_out(self.head(seed_feat))
         head = {
             "objectness": raw[..., 0],
@@ -197,7 +230,8 @@ class PointEncoder(nn.Module):
         boxes_all = torch.cat([head["center"], head["log_size"].exp(),
                                torch.zeros_like(head["center"][..., :1])], dim=-1)  # (B, S, 7)
         keep = self._nms(boxes_all.detach(), head["objectness"].detach())           # (B, P)
-        boxes = torch.gather(boxes_all, 1, keep[..., None].expand(-1, -1, 7))
+        boxes = self._vote(boxes_all.detach(), head["objectness"].detach(),
+                           torch.gather(boxes_all.detach(), 1, keep[..., None].expand(-1, -1, 7)))
         scores = torch.gather(head["objectness"], 1, keep).sigmoid()
         cls_prob = torch.gather(head["class_logits"], 1,
                                 keep[..., None].expand(-1, -1, NUM_NYU40)).softmax(-1)
@@ -220,8 +254,9 @@ class PointEncoder(nn.Module):
         out = []
         for b in range(boxes.shape[0]):
             order = torch.argsort(logits[b], descending=True)
-            iou = box_iou_3d(boxes[b][order], boxes[b][order])
-            suppressed = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+            # the greedy loop runs on the host: one transfer instead of a device sync per seed
+            iou = (box_iou_3d(boxes[b][order], boxes[b][order]) > self.cfg.nms_iou).cpu().numpy()
+            suppressed = np.zeros(len(order), dtype=bool)
             kept: list[int] = []
             for i in range(len(order)):
                 if suppressed[i]:
@@ -229,12 +264,24 @@ class PointEncoder(nn.Module):
                 kept.append(i)
                 if len(kept) == P:
                     break
-                suppressed |= iou[i] > self.cfg.nms_iou
+                suppressed |= iou[i]
             if len(kept) < P:
                 rest = [i for i in range(len(order)) if i not in set(kept)]
                 kept += rest[: P - len(kept)]
             out.append(order[torch.tensor(kept, device=boxes.device)])
         return torch.stack(out)
+
+    def _vote(self, seed_boxes: torch.Tensor, logits: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """Box voting: each kept box (B, P, 7) -> the objectness-weighted mean centre and log-size
+        of the seed boxes (B, S, 7) overlapping it at IoU >= box_vote_iou (its own seed included)."""
+        if self.cfg.box_vote_iou >= 1.0:
+            return kept
+        iou = torch.stack([box_iou_3d(kept[b], seed_boxes[b]) for b in range(kept.shape[0])])   # (B, P, S)
+        w = (iou >= self.cfg.box_vote_iou).to(seed_boxes.dtype) * logits.sigmoid()[:, None]
+        w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
+        center = w @ seed_boxes[..., :3]
+        size = (w @ seed_boxes[..., 3:6].log()).exp()
+        return torch.cat([center, size, kept[..., 6:]], dim=-1)
 
     @staticmethod
     def _inside(xyz: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -257,23 +304,25 @@ def seed_targets(seed_index: torch.Tensor, instance_labels: torch.Tensor, semant
     on an annotated, non-structural instance that has a box.
     """
     B, S = seed_index.shape
-    pos = torch.zeros(B, S, dtype=torch.bool, device=seed_index.device)
-    center = torch.zeros(B, S, 3, device=seed_index.device)
-    log_size = torch.zeros(B, S, 3, device=seed_index.device)
-    cls = torch.zeros(B, S, dtype=torch.long, device=seed_index.device)
+    dev = seed_index.device
+    pos = torch.zeros(B, S, dtype=torch.bool, device=dev)
+    center = torch.zeros(B, S, 3, device=dev)
+    log_size = torch.zeros(B, S, 3, device=dev)
+    cls = torch.zeros(B, S, dtype=torch.long, device=dev)
+    inst = torch.gather(instance_labels.to(dev), 1, seed_index)
+    sem = torch.gather(semantic_labels.to(dev), 1, seed_index).long()
+    structure = torch.isin(sem, torch.tensor(STRUCTURE_CLASSES, device=dev))
     for b in range(B):
-        inst = instance_labels[b][seed_index[b]]
-        sem = semantic_labels[b][seed_index[b]]
-        lut = {int(i): k for k, i in enumerate(gt_instance_ids[b].tolist())}
-        for s in range(S):
-            k = lut.get(int(inst[s]))
-            if k is None or int(inst[s]) == 0 or int(sem[s]) in STRUCTURE_CLASSES:
-                continue
-            box = gt_boxes[b][k]
-            pos[b, s] = True
-            center[b, s] = box[:3]
-            log_size[b, s] = box[3:6].clamp(min=1e-3).log()
-            cls[b, s] = int(sem[s])
+        ids = gt_instance_ids[b].to(dev)
+        if ids.numel() == 0:
+            continue
+        match = inst[b][:, None] == ids[None]                      # (S, K)
+        pos[b] = match.any(1) & (inst[b] != 0) & ~structure[b]
+        k = match.to(torch.uint8).argmax(1)                         # the matching box (ids are unique)
+        box = gt_boxes[b].to(dev)[k]
+        center[b] = torch.where(pos[b, :, None], box[:, :3], 0.0)
+        log_size[b] = torch.where(pos[b, :, None], box[:, 3:6].clamp(min=1e-3).log(), 0.0)
+        cls[b] = torch.where(pos[b], sem[b], 0)
     return {"positive": pos, "center": center, "log_size": log_size, "class": cls}
 
 
