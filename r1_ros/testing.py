@@ -35,7 +35,7 @@ def tiny_model_config():
     from r1_core.model.r1model import ModelConfig
     from r1_core.model.views_encoder import ViewEncoderConfig
 
-    enc = EncoderConfig(num_points=512, num_proposals=8, token_dim=32,
+    enc = EncoderConfig(num_points=512, num_proposals=8, token_dim=32, propagate_mlp=(64,),
                         sa=(SetAbstractionConfig(128, 0.4, 16, (32, 32)), SetAbstractionConfig(32, 0.8, 16, (32, 64))))
     cfg = ModelConfig(backbone="tiny", encoder=enc, projector_hidden=64, system_prompt="r1",
                       views=ViewEncoderConfig(image_size=32, tokens_per_view=4))

@@ -95,7 +95,8 @@ def test_feature_propagation_gives_first_layer_seeds_and_trains():
 
 @pytest.mark.parametrize("kw, match", [
     (dict(sa=SA[:1], propagate_mlp=(32,)), "at least two"),
-    (dict(sa=SA, num_proposals=64), "exceeds the number of seeds"),
+    (dict(sa=SA, num_proposals=64, propagate_mlp=()), "exceeds the number of seeds"),   # 32 seeds
+    (dict(sa=SA, num_proposals=129), "exceeds the number of seeds"),                     # 128 with propagation
     (dict(sa=SA, box_vote_iou=0.0), "box_vote_iou"),
 ])
 def test_bad_encoder_configs_are_named(kw, match):

@@ -15,7 +15,7 @@ from r1_core.model.views_encoder import ViewEncoderConfig, ViewInput
 from r1_core.query import SceneQuery
 
 TINY_ENCODER = EncoderConfig(
-    num_points=512, num_proposals=8, token_dim=32,
+    num_points=512, num_proposals=8, token_dim=32, propagate_mlp=(64,),
     sa=(SetAbstractionConfig(128, 0.4, 16, (32, 32)), SetAbstractionConfig(32, 0.8, 16, (32, 64))),
 )
 

@@ -61,7 +61,7 @@ class EncoderConfig:
         SetAbstractionConfig(1024, 0.2, 32, (64, 64, 128)),
         SetAbstractionConfig(256, 0.4, 32, (128, 128, 256)),
     )
-    propagate_mlp: tuple[int, ...] = ()  # feature propagation (VoteNet): interpolate the last layer's
+    propagate_mlp: tuple[int, ...] = (256, 256)  # feature propagation (VoteNet): interpolate the last layer's
                                      # features to the first layer's centroids, which become the seeds
                                      # (MLP widths); () = the last layer's centroids are the seeds
     num_proposals: int = 32          # P: scene tokens per scene

@@ -1,0 +1,44 @@
+"""GRPO reward curves of one or more runs (their metrics.jsonl) side by side -> a PNG.
+
+    python bench/plot_grpo.py "lr 5e-5=runs/a/metrics.jsonl" "lr 2e-4=runs/b/metrics.jsonl" --out grpo_rewards.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+KEYS = ["reward_perception", "reward_semantic", "reward_format", "kl"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="LABEL=PATH to a GRPO metrics.jsonl")
+    ap.add_argument("--out", required=True, help="PNG to write")
+    args = ap.parse_args()
+    fig, axes = plt.subplots(1, len(KEYS), figsize=(4 * len(KEYS), 3.2))
+    for spec in args.runs:
+        label, sep, path = spec.partition("=")
+        if not sep:
+            raise SystemExit(f"run {spec!r}: expected LABEL=PATH")
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r.get("stage", "grpo") == "grpo" and "reward_perception" in r]
+        if not rows:
+            raise SystemExit(f"{path}: no GRPO rows with rewards")
+        for ax, key in zip(axes, KEYS):
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+    for ax, key in zip(axes, KEYS):
+        ax.set_title(key)
+        ax.set_xlabel("GRPO step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=80)
+
+
+if __name__ == "__main__":
+    main()
