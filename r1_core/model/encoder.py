@@ -213,7 +213,8 @@ class PointEncoder(nn.Module):
         for layer in self.sa:
             seed_xyz, seed_feat, idx = layer(seed_xyz, seed_feat)
             seed_index = idx if seed_index is None else torch.gather(seed_index, 1, idx)
-            first = first or (seed_xyz, seed_feat, seed_index)
+            if first is None:                  # the first layer's centroids: the seeds with propagation
+                first = (seed_xyz, seed_feat, seed_index)
         if self.propagate is not None:
             dist, nn_idx = three_nn(first[0], seed_xyz)
             weight = 1.0 / (dist + 1e-8)
