@@ -5,13 +5,17 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from r1_core.data.formats import load_jsonl  # noqa: E402
 
 KEYS = ["reward_perception", "reward_semantic", "reward_format", "kl"]
 
@@ -26,8 +30,7 @@ def main() -> None:
         label, sep, path = spec.partition("=")
         if not sep:
             raise SystemExit(f"run {spec!r}: expected LABEL=PATH")
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r.get("stage", "grpo") == "grpo" and "reward_perception" in r]
+        rows = [r for r in load_jsonl(path, "GRPO metrics") if r.get("stage", "grpo") == "grpo" and "reward_perception" in r]
         if not rows:
             raise SystemExit(f"{path}: no GRPO rows with rewards")
         for ax, key in zip(axes, KEYS):

@@ -230,9 +230,9 @@ class PointEncoder(nn.Module):
         }
         boxes_all = torch.cat([head["center"], head["log_size"].exp(),
                                torch.zeros_like(head["center"][..., :1])], dim=-1)  # (B, S, 7)
-        keep = self._nms(boxes_all.detach(), head["objectness"].detach())           # (B, P)
-        boxes = self._vote(boxes_all.detach(), head["objectness"].detach(),
-                           torch.gather(boxes_all.detach(), 1, keep[..., None].expand(-1, -1, 7)))
+        seed_boxes, logits = boxes_all.detach(), head["objectness"].detach()
+        keep = self._nms(seed_boxes, logits)                                         # (B, P)
+        boxes = self._vote(seed_boxes, logits, torch.gather(seed_boxes, 1, keep[..., None].expand(-1, -1, 7)))
         scores = torch.gather(head["objectness"], 1, keep).sigmoid()
         cls_prob = torch.gather(head["class_logits"], 1,
                                 keep[..., None].expand(-1, -1, NUM_NYU40)).softmax(-1)
@@ -267,7 +267,8 @@ class PointEncoder(nn.Module):
                     break
                 suppressed |= iou[i]
             if len(kept) < P:
-                rest = [i for i in range(len(order)) if i not in set(kept)]
+                taken = set(kept)
+                rest = [i for i in range(len(order)) if i not in taken]
                 kept += rest[: P - len(kept)]
             out.append(order[torch.tensor(kept, device=boxes.device)])
         return torch.stack(out)
