@@ -169,3 +169,18 @@ def test_dataset_roundtrip(tmp_path):
     assert kept > 0 and rejected <= 0.05 * (kept + rejected)
     nr3d = F.read_nr3d_csv(lay.path("nr3d_csv", "train"))
     assert {r.scan_id for r in nr3d} <= set(st.scenes["train"] + st.scenes["val"])
+
+
+def test_more_training_rooms_keep_the_held_out_rooms(tmp_path):
+    """val_start: a larger dataset holds out the very rooms (and annotations) of a smaller one."""
+    from r1_core.data.synthetic.dataset import write_dataset
+
+    small = write_dataset(tmp_path / "small", train_scenes=2, val_scenes=1, seed=3, progress=False)
+    big = write_dataset(tmp_path / "big", train_scenes=3, val_scenes=1, seed=3, progress=False, val_start=2)
+    assert big.scenes["val"] == small.scenes["val"] == ["synth0002_00"]
+    assert big.scenes["train"] == ["synth0000_00", "synth0001_00", "synth0003_00"]
+    for source in ("scanrefer", "scanqa", "scene30k"):
+        a, b = DatasetLayout(tmp_path / "small").path(source, "val"), DatasetLayout(tmp_path / "big").path(source, "val")
+        assert a.read_bytes() == b.read_bytes(), source
+    with pytest.raises(ValueError, match="val_start"):
+        write_dataset(tmp_path / "bad", train_scenes=2, val_scenes=1, progress=False, val_start=3)

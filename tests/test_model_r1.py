@@ -180,3 +180,29 @@ def test_merged_lora_gives_the_same_answer_and_refuses_to_save(trained, tmp_path
     finally:
         model.unmerge_lora()
     assert merged == before
+
+
+def test_proposal_colours_written_before_the_class_name():
+    """label_colors: each ref reads '<ref>k</ref> <colour> <class>' with the colour voted by the
+    points inside the proposal's box; a scene encoding without colours is refused."""
+    from dataclasses import replace
+
+    from r1_core.views.vocab import COLOR_WORDS, dominant_colors
+
+    torch.manual_seed(0)
+    model = R1Model(tiny_config(label_colors=True)).eval()
+    pts = cloud()
+    pts[:, 3:6] = [190, 35, 35]                                     # every point red
+    scene = model.encode_scene(pts)
+    assert scene.colors.shape == (len(scene.boxes),)
+    prepared, _ = model.encoder.prepare(torch.from_numpy(pts))
+    assert np.array_equal(scene.colors, dominant_colors(prepared.numpy(), scene.boxes))
+    assert {COLOR_WORDS[c] for c in scene.colors if c >= 0} == {"red"}
+    text = model.tokenizer.decode(model.prepare(scene, [], SceneQuery("grounding", "the chair")).input_ids)
+    k = int(np.flatnonzero(scene.colors >= 0)[0])
+    from r1_core.data.classes import NYU40_NAMES
+    assert f"<ref>{k}</ref> red {NYU40_NAMES.get(int(scene.labels[k]), 'object')}" in text
+    plain = R1Model(tiny_config()).eval()
+    assert " red " not in plain.tokenizer.decode(plain.prepare(plain.encode_scene(pts), [], SceneQuery("grounding", "the chair")).input_ids)
+    with pytest.raises(ValueError, match="label_colors"):
+        model.prepare(replace(scene, colors=None), [], SceneQuery("grounding", "the chair"))

@@ -99,6 +99,13 @@ def test_an_r1_checkpoint_gives_the_pack_the_same_proposals_as_its_stage0_detect
     with torch.no_grad():
         a, b = from_detector(pts[None]), from_ckpt(pts[None])
     assert torch.equal(a.boxes, b.boxes) and torch.equal(a.token_inputs, b.token_inputs)
+    # only the detector side comes from the checkpoint: the token MLP (SFT-trained) keeps its init
+    parts = {k[len("encoder."):]: v for k, v in load_file(root / "sft" / "final" / "parts.safetensors").items()
+             if k.startswith("encoder.")}
+    state = from_ckpt.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in parts.items() if from_ckpt.is_detector_key(k))
+    mlp = [k for k in parts if k.startswith("token_mlp.")]
+    assert mlp and all(not torch.equal(state[k], parts[k]) for k in mlp)
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(world):

@@ -266,3 +266,29 @@ def test_vocabulary_parsing_and_colours():
                       ((120, 75, 40), "brown"), ((25, 25, 28), "black")):
         for shade in (0.66, 0.8, 1.0):
             assert color_names(np.array([rgb]) * shade)[0] == name, (rgb, shade)
+
+
+def test_dominant_colors_vote_of_the_points_inside_each_box():
+    from r1_core.geometry.boxes import points_in_boxes
+    from r1_core.views.vocab import COLOR_WORDS, dominant_colors
+
+    rng = np.random.default_rng(3)
+    pts = np.concatenate([rng.uniform(0, 4, (4000, 3)), rng.uniform(0, 255, (4000, 3))], 1)
+    boxes = np.concatenate([rng.uniform(0.5, 3.5, (12, 3)), rng.uniform(0.2, 1.5, (12, 3)), rng.uniform(-1, 1, (12, 1))], 1)
+    boxes[0, :3] = 10.0                                                    # no points: -1
+    got = dominant_colors(pts, boxes)
+    inside = points_in_boxes(pts[:, :3].astype(np.float32), boxes.astype(np.float32))
+    names = color_names(pts[:, 3:6])
+    for k in range(len(boxes)):
+        sel = names[inside[:, k]]
+        if len(sel) == 0:
+            assert got[k] == -1
+            continue
+        words, counts = np.unique(sel, return_counts=True)
+        assert COLOR_WORDS[got[k]] in set(words[counts == counts.max()])
+    # a red object on a gray floor: the box holds more floor-coloured points than a mean can ignore
+    obj = np.concatenate([rng.uniform([1, 1, 0], [2, 2, 1], (600, 3)), np.tile([190, 35, 35], (600, 1))], 1)
+    floor = np.concatenate([rng.uniform([0.9, 0.9, 0], [2.1, 2.1, 0.02], (400, 3)), np.tile([128, 128, 128], (400, 1))], 1)
+    assert COLOR_WORDS[dominant_colors(np.concatenate([obj, floor]), np.array([[1.5, 1.5, 0.5, 1.2, 1.2, 1.05, 0]]))[0]] == "red"
+    with pytest.raises(ValueError, match=r"\(N, 6\+\)"):
+        dominant_colors(pts[:, :3], boxes)

@@ -148,15 +148,18 @@ def train_detector(enc_cfg: EncoderConfig, cfg: DetectorTrainConfig, train_scene
 
 def load_pretrained_encoder(enc: PointEncoder, path: str | Path) -> None:
     """Load a stage-0 encoder into `enc` (shapes must match: same EncoderConfig). `path` is a
-    stage-0 output (dir or file) or an r1 checkpoint: its encoder's detector side is frozen after
-    stage 0, so e.g. the shipped R1-nano rebuilds the exact pack it was trained on."""
+    stage-0 output (dir or file) or an r1 checkpoint. From a checkpoint only the detector side
+    is taken (it is frozen after stage 0, so e.g. the shipped R1-nano rebuilds the exact pack it
+    was trained on); the token MLP, which SFT trains, keeps `enc`'s own initialisation."""
     from r1_core.model.checkpoint import META_FILE, PARTS_FILE
 
     path = Path(path)
-    if path.is_dir() and (path / META_FILE).is_file():           # an r1 checkpoint: its encoder part
-        state = {k[len("encoder."):]: v for k, v in load_file(path / PARTS_FILE).items() if k.startswith("encoder.")}
+    if path.is_dir() and (path / META_FILE).is_file():           # an r1 checkpoint: its detector side
+        state = {k[len("encoder."):]: v for k, v in load_file(path / PARTS_FILE).items()
+                 if k.startswith("encoder.") and enc.is_detector_key(k[len("encoder."):])}
         if not state:
             raise ValueError(f"{path}: an r1 checkpoint without encoder weights")
+        state = {**{k: v for k, v in enc.state_dict().items() if not enc.is_detector_key(k)}, **state}
     else:
         if path.is_dir():
             path = path / ENCODER_FILE

@@ -36,7 +36,8 @@ def _synth(args) -> int:
 
     cfg, lang = _cfg(args, SynthConfig, "synth"), _cfg(args, LanguageConfig, "language")
     print(format_config(cfg)); print(format_config(lang))
-    st = write_dataset(args.out, args.scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot)
+    st = write_dataset(args.out, args.scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
+                       val_start=args.val_from)
     print(f"wrote {sum(len(v) for v in st.scenes.values())} scenes to {args.out} in {st.seconds:.1f} s")
     for k, v in sorted(st.records.items()):
         print(f"  {k:24s} {v}")
@@ -118,6 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--scenes", type=int, default=100, help="training scenes")
     s.add_argument("--val-scenes", type=int, default=20)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--val-from", type=int, default=None,
+                   help="index of the first held-out room (default: after the training rooms); "
+                        "--scenes 300 --val-from 100 keeps the held-out rooms of --scenes 100")
     s.add_argument("--no-cot", action="store_true", help="skip the template Scene-30K pass")
     s.set_defaults(func=_synth)
 

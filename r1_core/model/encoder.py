@@ -156,11 +156,17 @@ class PointEncoder(nn.Module):
         self.token_in_dim = 2 * dim + NUM_NYU40 + 3 + pe_dim
         self.token_mlp = mlp([self.token_in_dim, cfg.token_dim, cfg.token_dim], last_act=False)
 
+    DETECTOR_MODULES = ("sa", "propagate", "head", "head_out")
+
     def detector_parameters(self) -> list[nn.Parameter]:
         """Set abstraction (+ propagation) + proposal head: trained in the encoder pre-training
         stage, then frozen."""
-        prop = [*self.propagate.parameters()] if self.propagate is not None else []
-        return [*self.sa.parameters(), *prop, *self.head.parameters(), *self.head_out.parameters()]
+        return [p for name in self.DETECTOR_MODULES if getattr(self, name) is not None
+                for p in getattr(self, name).parameters()]
+
+    def is_detector_key(self, state_key: str) -> bool:
+        """Whether a state_dict key belongs to the detector side (parameters and buffers)."""
+        return state_key.split(".", 1)[0] in self.DETECTOR_MODULES
 
     def tokens(self, token_inputs: torch.Tensor) -> torch.Tensor:
         """Scene tokens from the per-proposal features (the part that trains with the LLM)."""

@@ -25,6 +25,7 @@ from r1_core.model.encoder import EncoderConfig, EncoderOutput, PointEncoder, ml
 from r1_core.model.prompts import SYSTEM_PROMPT, PromptPiece, build_prompt
 from r1_core.model.views_encoder import ConvViewEncoder, PoseEmbedding, ViewEncoderConfig, ViewInput
 from r1_core.query import SceneQuery
+from r1_core.views.vocab import COLOR_WORDS, dominant_colors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LORA_TARGETS = (r"(model\.)?(language_model\.)?layers\.\d+\.(self_attn|mlp)\."
@@ -59,6 +60,7 @@ class ModelConfig:
     depth: DepthSettings = field(default_factory=DepthSettings)
     projector_hidden: int = 1024
     label_objects: bool = True       # write each proposal's predicted class name next to its ref
+    label_colors: bool = False       # ... preceded by the dominant colour of its points ("red chair")
     system_prompt: str = SYSTEM_PROMPT
     max_length: int = 2048           # prompt + response tokens
 
@@ -76,6 +78,21 @@ class SceneEncoding:
     scores: np.ndarray               # (P,)
     labels: np.ndarray               # (P,) nyu40 ids
     num_points: int = 0
+    colors: np.ndarray | None = None # (P,) index into COLOR_WORDS of the points' dominant colour, -1 none
+
+
+def object_labels(scene: SceneEncoding, with_colors: bool) -> list[str]:
+    """Each proposal's text next to its ref: the detector's class name ("chair"), with
+    with_colors the dominant colour of its points first ("red chair")."""
+    from r1_core.data.classes import NYU40_NAMES
+
+    names = [NYU40_NAMES.get(int(i), "object") for i in scene.labels]
+    if not with_colors:
+        return names
+    if scene.colors is None or len(scene.colors) != len(names):
+        raise ValueError(f"label_colors: the scene encoding has {'no' if scene.colors is None else len(scene.colors)} "
+                         f"proposal colours for {len(names)} proposals (build it with R1Model.encode_scene)")
+    return [f"{COLOR_WORDS[c]} {n}" if c >= 0 else n for c, n in zip(scene.colors.tolist(), names)]
 
 
 @dataclass
@@ -220,9 +237,10 @@ class R1Model(nn.Module):
                               dtype=torch.float32)
         prepared, _ = self.encoder.prepare(pts)
         out: EncoderOutput = self.encoder(prepared[None].to(self.device))
-        return SceneEncoding(out.token_inputs[0], out.boxes[0].detach().cpu().numpy(),
-                             out.scores[0].detach().cpu().numpy(), out.labels[0].cpu().numpy(),
-                             num_points=int(pts.shape[0]))
+        boxes = out.boxes[0].detach().cpu().numpy()
+        return SceneEncoding(out.token_inputs[0], boxes, out.scores[0].detach().cpu().numpy(),
+                             out.labels[0].cpu().numpy(), num_points=int(pts.shape[0]),
+                             colors=dominant_colors(prepared[:, :6].cpu().numpy(), boxes))
 
     def _view_inputs(self, views: list[ViewInput]) -> tuple[torch.Tensor | None, list, torch.Tensor | None, torch.Tensor | None]:
         if not views:
@@ -256,9 +274,7 @@ class R1Model(nn.Module):
             view_slots = [self.cfg.views.tokens_per_view + 1] * len(views)
         labels = None
         if self.cfg.label_objects:
-            from r1_core.data.classes import NYU40_NAMES
-
-            labels = [NYU40_NAMES.get(int(i), "object") for i in scene.labels]
+            labels = object_labels(scene, self.cfg.label_colors)
         pieces = build_prompt(query, len(scene.token_inputs), view_slots, tok, self.cfg.system_prompt,
                               target_ref=self.target_ref(scene, query), object_labels=labels)
         ids: list[int] = []

@@ -62,27 +62,36 @@ def write_annotations(layout: DatasetLayout, split: str, anns: list[SceneAnnotat
 
 def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int = 20, seed: int = 0,
                   cfg: SynthConfig | None = None, lang: LanguageConfig | None = None, cot: bool = True,
-                  progress: bool = True) -> DatasetStats:
-    """Generate and write the whole dataset; returns counts and timing."""
+                  progress: bool = True, val_start: int | None = None) -> DatasetStats:
+    """Generate and write the whole dataset; returns counts and timing.
+
+    Room i is generated from (seed, i) alone. The held-out rooms are val_start .. val_start +
+    val_scenes - 1 (default: right after the training rooms), the training rooms all others
+    below train_scenes + val_scenes. So `train_scenes=300, val_start=100` holds out exactly the
+    rooms of the default 100 + 20 dataset and trains on 200 more."""
     from tqdm import tqdm
 
     cfg, lang = cfg or SynthConfig(), lang or LanguageConfig()
     if train_scenes < 1 or val_scenes < 0:
         raise ValueError(f"need train_scenes >= 1 and val_scenes >= 0, got {train_scenes}, {val_scenes}")
+    total = train_scenes + val_scenes
+    val_start = train_scenes if val_start is None else val_start
+    if not 0 <= val_start <= train_scenes:
+        raise ValueError(f"val_start: expected 0..{train_scenes} (the held-out rooms must lie among the "
+                         f"{total} rooms), got {val_start}")
+    held_out = range(val_start, val_start + val_scenes)
     layout = DatasetLayout(Path(out))
     t0 = time.perf_counter()
     stats = DatasetStats()
     nr3d_all: list[F.Nr3dRecord] = []
-    index = 0
-    for split, n in (("train", train_scenes), ("val", val_scenes)):
+    for split, indices in (("train", [i for i in range(total) if i not in held_out]), ("val", list(held_out))):
         anns, ids = [], []
-        for _ in tqdm(range(n), desc=f"synth {split}", disable=not progress, unit="scene"):
+        for index in tqdm(indices, desc=f"synth {split}", disable=not progress, unit="scene"):
             sid = f"synth{index:04d}_00"
             s = scene_seed(seed, index)
             room = generate_room(cfg, seed=s, scene_id=sid)
             anns.append(write_scene(layout, room, cfg, lang, split, np.random.default_rng(s)))
             ids.append(sid)
-            index += 1
         stats.scenes[split] = ids
         for k, v in write_annotations(layout, split, anns, ids).items():
             stats.records[f"{split}/{k}"] = v
