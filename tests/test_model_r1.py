@@ -206,6 +206,8 @@ def test_proposal_colours_written_before_the_class_name():
     assert " red " not in plain.tokenizer.decode(plain.prepare(plain.encode_scene(pts), [], SceneQuery("grounding", "the chair")).input_ids)
     with pytest.raises(ValueError, match="label_colors"):
         model.prepare(replace(scene, colors=None), [], SceneQuery("grounding", "the chair"))
+    with pytest.raises(ValueError, match="needs label_objects"):
+        tiny_config(label_colors=True, label_objects=False)
 
 
 def test_class_order_groups_proposals_and_keeps_them_whole():

@@ -73,6 +73,8 @@ class ModelConfig:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
         if self.object_order not in OBJECT_ORDERS:
             raise ValueError(f"object_order: expected one of {list(OBJECT_ORDERS)}, got {self.object_order!r}")
+        if self.label_colors and not self.label_objects:
+            raise ValueError("label_colors: colours are written before the class names, so it needs label_objects: true")
 
 
 @dataclass

@@ -10,6 +10,8 @@ set -euo pipefail
 G=${1:?GRPO workdir}; C=${2:?variant workdir}
 : "${SFT_FROM:?SFT checkpoint}" "${VARIANT_SETS:?recipe overrides of the variant}" "${READY_LM:?}" "${READY_ALL:?}"
 wait_for() { while [ ! -f "$1" ]; do sleep 5; done; }
+# (Its first run on 2026-11-25 gave the variant SFT_FROM too, so both ran GRPO and ran out of GPU
+# memory; the variant now clears it.)
 grpo() {
   mkdir -p "$G"
   env SFT_FROM="$SFT_FROM" STOP_AFTER=pack WORKERS=7 scripts/gpu/nano_pipeline.sh "$G"
@@ -24,9 +26,9 @@ grpo() {
 }
 variant() {
   mkdir -p "$C"
-  env SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=pack WORKERS=7 scripts/gpu/nano_pipeline.sh "$C"
+  env -u SFT_FROM SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=pack WORKERS=7 scripts/gpu/nano_pipeline.sh "$C"
   wait_for "$READY_LM"
-  env SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=eval_sft WORKERS=7 scripts/gpu/nano_pipeline.sh "$C"
+  env -u SFT_FROM SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=eval_sft WORKERS=7 scripts/gpu/nano_pipeline.sh "$C"
 }
 grpo > "$G.log" 2>&1 &
 variant > "$C.log" 2>&1 &

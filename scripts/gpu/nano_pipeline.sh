@@ -1,33 +1,33 @@
 #!/usr/bin/env bash
-# The R1-nano pipeline exactly as run on the GPU machine (one H100): synthetic data, detector
-# pre-training, pack, SFT, GRPO, then predictions on the held-out split for the three rows of
-# the results table. Scoring (METEOR needs Java) runs afterwards with `r1 eval --predictions`.
+# The R1-nano pipeline exactly as run on the GPU machine (one H100): synthetic data (300 training
+# rooms, held-out rooms 100..119), detector pre-training, pack, SFT, GRPO, then predictions on the
+# held-out split for the three rows of the results table. Scoring (METEOR needs Java) runs
+# afterwards with `r1 eval --predictions`.
 #   scripts/gpu/nano_pipeline.sh WORKDIR          (idempotent: finished stages are skipped)
-#   SFT_FROM=CHECKPOINT scripts/gpu/nano_pipeline.sh WORKDIR
-#       GRPO from an SFT checkpoint (e.g. the first run's runs/sft/final, brought to a second
-#       machine): the pack is rebuilt with its encoder (the detector side is frozen after stage 0,
-#       so the pack is the one it was trained on); no detector or SFT stage. Fits one 30-minute GPU
-#       session (synth ~1 min, pack ~1 min, GRPO ~17 min, evals ~5 min). R1-nano's own SFT
-#       checkpoint: r1_core/assets/r1-nano with adapter.safetensors replaced by
-#       bench/results/r1-nano-propagate-2026-11-24-h100/sft_adapter.safetensors.
 #   DETECTOR_FROM=CHECKPOINT scripts/gpu/nano_pipeline.sh WORKDIR
-#       no detector stage: pack and SFT use that checkpoint's (frozen) detector side, e.g. the
-#       shipped r1_core/assets/r1-nano.
-# Other settings (environment): SCENES / VAL_SCENES / VAL_FROM (`r1 data synth --val-from`: more
-# training rooms, the same held-out ones), SETS ("key=value ..." recipe overrides for every
-# training stage), STOP_AFTER (a stage name: stop once it is done, e.g. eval_sft).
+#       no detector stage: pack and SFT use that checkpoint's (frozen) detector side. The shipped
+#       R1-nano's SFT was trained so, from the detector in r1_core/assets/r1-nano.
+#   SFT_FROM=CHECKPOINT scripts/gpu/nano_pipeline.sh WORKDIR
+#       GRPO from an SFT checkpoint brought to another machine (a GPU session holds one for 30
+#       minutes at most), e.g. the shipped r1_core/assets/r1-nano: the pack is rebuilt with its
+#       detector (frozen after stage 0, so it is the pack the checkpoint was trained on); no
+#       detector or SFT stage.
+# Other settings (environment): SCENES / VAL_SCENES / VAL_FROM (`r1 data synth`), SETS ("key=value
+# ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
+# e.g. eval_sft).
 set -euo pipefail
 W=${1:-/tmp/nano}
 R="${PYTHON:-python3} -m r1_ros.cli"
 RECIPE=${RECIPE:-config/train/nano.yaml}
-SCENES=${SCENES:-100}
+SCENES=${SCENES:-300}
 VAL_SCENES=${VAL_SCENES:-20}
+VAL_FROM=${VAL_FROM-100}          # the held-out rooms 100..119 (VAL_FROM= : right after the training rooms)
 WORKERS=${WORKERS:-14}
 VAL_FROM=${VAL_FROM:+--val-from $VAL_FROM}
 SET_ARGS=""; for kv in ${SETS:-}; do SET_ARGS="$SET_ARGS --set $kv"; done
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-if [ -n "${FROM_SHIPPED:-}" ]; then
-  echo "FROM_SHIPPED is gone: the shipped R1-nano is the SFT+GRPO stage; give SFT_FROM=<SFT checkpoint>" >&2; exit 2
+if [ -n "${SFT_FROM:-}" ] && [ -n "${DETECTOR_FROM:-}" ]; then
+  echo "give SFT_FROM (GRPO from an SFT checkpoint) or DETECTOR_FROM (SFT from a detector), not both" >&2; exit 2
 fi
 for ck in "${SFT_FROM:-}" "${DETECTOR_FROM:-}"; do
   if [ -n "$ck" ] && [ ! -f "$ck/r1_meta.json" ]; then
