@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,15 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from r1_core.data.classes import STRUCTURE_NYU40_IDS  # noqa: E402
 from r1_core.geometry.boxes import box_iou_3d  # noqa: E402
-from r1_core.model.answer import ANSWER_OPEN  # noqa: E402
-from r1_core.views.vocab import COLOR_WORDS  # noqa: E402
+from r1_core.model.answer import _REF_RE, ANSWER_OPEN  # noqa: E402
+from r1_core.views.vocab import COLOR_WORDS, dominant_colors  # noqa: E402
 from training.data import TrainingPack  # noqa: E402
 from training.evaluate import read_predictions  # noqa: E402
 
 RELATIONS = (("left/right", ("left", "right")), ("near", ("closest", "nearest", "next to", "close to", "beside", "near")),
              ("far", ("farthest", "far from")), ("above/below", ("above", "over", "on top", "under", "below")),
              ("size", ("largest", "smallest", "biggest", "tallest")))
-_REF = re.compile(r"<ref>(\d+)</ref>")
 
 
 def relation_kind(text: str) -> str:
@@ -52,12 +50,13 @@ def relation_kind(text: str) -> str:
 def answer_ref(raw: str) -> int | None:
     """The first proposal the answer part names, if any."""
     at = raw.find(ANSWER_OPEN)
-    m = _REF.search(raw[at:]) if at >= 0 else None
+    m = _REF_RE.search(raw[at:]) if at >= 0 else None
     return int(m.group(1)) if m else None
 
 
 def classify(preds: list[dict], encodings: dict, objects: dict) -> dict:
-    """encodings: scene -> SceneEncoding; objects: scene -> (boxes (K, 7), nyu40 ids (K,))."""
+    """encodings: scene -> SceneEncoding; objects: scene -> (boxes (K, 7), nyu40 ids (K,), object ids (K,)).
+    A prediction's target is its first `object_ids` entry."""
     causes: Counter = Counter()
     by_relation: dict[str, Counter] = {}
     for p in preds:
@@ -77,12 +76,12 @@ def classify(preds: list[dict], encodings: dict, objects: dict) -> dict:
         if k is None or k >= len(enc.boxes):
             causes["wrong: no valid proposal named"] += 1
             continue
-        boxes, ids = objects[p["scene_id"]]
+        boxes, classes, object_ids = objects[p["scene_id"]]
         hit = box_iou_3d(enc.boxes[k:k + 1].astype(np.float32), boxes)[0]
-        target_ids = {int(ids[j]) for j in np.flatnonzero(box_iou_3d(np.asarray(p["gt_boxes"][:1], np.float32), boxes)[0] > 0.99)}
+        target_class = classes[list(object_ids).index(p["object_ids"][0])]
         if hit.max(initial=0.0) < 0.25:
             causes["wrong: false-positive proposal"] += 1
-        elif int(ids[int(hit.argmax())]) in target_ids:
+        elif classes[int(hit.argmax())] == target_class:
             causes["wrong: another object of the class"] += 1
         else:
             causes["wrong: an object of another class"] += 1
@@ -93,18 +92,18 @@ def classify(preds: list[dict], encodings: dict, objects: dict) -> dict:
             "right_given_proposal_by_relation": {r: {"n": c["n"], "right": c["right"] / c["n"]} for r, c in sorted(by_relation.items())}}
 
 
-def color_accuracy(encodings: dict, objects: dict, colors: dict) -> dict:
-    """Share of annotated objects with a proposal at IoU 0.25 whose best proposal's colour word is right."""
+def color_accuracy(encodings: dict, votes: dict, objects: dict, colors: dict) -> dict:
+    """Share of annotated objects with a proposal at IoU 0.25 whose best proposal's colour word
+    (votes: scene -> (P,) `dominant_colors` of its proposals) is right."""
     ok = n = 0
     for sid, enc in encodings.items():
-        boxes, _ = objects[sid]
-        iou = box_iou_3d(boxes, enc.boxes.astype(np.float32))
+        iou = box_iou_3d(objects[sid][0], enc.boxes.astype(np.float32))
         for j, name in enumerate(colors[sid]):
             p = int(iou[j].argmax())
             if name is None or iou[j, p] < 0.25:
                 continue
             n += 1
-            ok += enc.colors[p] >= 0 and COLOR_WORDS[enc.colors[p]] == name
+            ok += votes[sid][p] >= 0 and COLOR_WORDS[votes[sid][p]] == name
     return {"objects": n, "right": ok / max(n, 1)}
 
 
@@ -123,20 +122,23 @@ def main() -> int:
         raise SystemExit(f"{args.predictions}: no grounding predictions")
     model, _ = load_checkpoint(args.checkpoint, device="cpu")
     pack = TrainingPack(args.pack)
-    encodings, objects, colors = {}, {}, {}
+    encodings, votes, objects, colors = {}, {}, {}, {}
     with torch.no_grad():
         for sid in sorted({p["scene_id"] for p in preds}):
             scene = pack.scene(sid)
             encodings[sid] = model.encode_scene(scene.points)
             objs = [o for o in scene.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS]
-            objects[sid] = (np.stack([o.box for o in objs]).astype(np.float32), np.array([o.nyu40_id for o in objs]))
-            if args.data:
+            objects[sid] = (np.stack([o.box for o in objs]).astype(np.float32), np.array([o.nyu40_id for o in objs]),
+                            np.array([o.object_id for o in objs]))
+            if args.data:   # the vote on the points the encoder saw, whether or not the model reads it
+                prepared, _ = model.encoder.prepare(torch.from_numpy(scene.points))
+                votes[sid] = dominant_colors(prepared.numpy(), encodings[sid].boxes)
                 room = json.loads((Path(args.data) / "synthetic" / f"{sid}.json").read_text())
                 by_id = {o["object_id"]: o.get("color") for o in room["objects"]}
                 colors[sid] = [by_id.get(o.object_id) for o in objs]
     report = classify(preds, encodings, objects)
     if args.data:
-        report["proposal_color_words"] = color_accuracy(encodings, objects, colors)
+        report["proposal_color_words"] = color_accuracy(encodings, votes, objects, colors)
     print(f"{report['expressions']} grounding expressions")
     for cause, share in report["causes"].items():
         print(f"  {cause:38s} {100 * share:5.1f} %")

@@ -203,7 +203,9 @@ def test_proposal_colours_written_before_the_class_name():
     from r1_core.data.classes import NYU40_NAMES
     assert f"<ref>{k}</ref> red {NYU40_NAMES.get(int(scene.labels[k]), 'object')}" in text
     plain = R1Model(tiny_config()).eval()
-    assert " red " not in plain.tokenizer.decode(plain.prepare(plain.encode_scene(pts), [], SceneQuery("grounding", "the chair")).input_ids)
+    plain_scene = plain.encode_scene(pts)
+    assert plain_scene.colors is None                               # no colour vote for a model that does not read it
+    assert " red " not in plain.tokenizer.decode(plain.prepare(plain_scene, [], SceneQuery("grounding", "the chair")).input_ids)
     with pytest.raises(ValueError, match="label_colors"):
         model.prepare(replace(scene, colors=None), [], SceneQuery("grounding", "the chair"))
     with pytest.raises(ValueError, match="needs label_objects"):
@@ -212,8 +214,8 @@ def test_proposal_colours_written_before_the_class_name():
 
 def test_class_order_groups_proposals_and_keeps_them_whole():
     torch.manual_seed(0)
-    by_detector = R1Model(tiny_config()).eval()
-    by_class = R1Model(tiny_config(object_order="class")).eval()
+    by_detector = R1Model(tiny_config(label_colors=True)).eval()
+    by_class = R1Model(tiny_config(label_colors=True, object_order="class")).eval()
     by_class.load_state_dict(by_detector.state_dict())
     a, b = by_detector.encode_scene(cloud()), by_class.encode_scene(cloud())
     assert np.all(np.diff(b.labels) >= 0)                       # grouped by class

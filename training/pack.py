@@ -45,7 +45,6 @@ from r1_core.model.r1model import SceneEncoding
 from r1_core.views.bank import BankConfig, KeyframeBank
 from r1_core.views.evaluate import gt_proposals
 from r1_core.views.select import SelectorConfig, make_selector
-from r1_core.views.vocab import dominant_colors
 from training.data import VIEW_STRATEGIES, TrainExample, example_from_sample
 
 TRAIN_SOURCES = ("scene30k",)
@@ -181,9 +180,8 @@ def _proposals(scene: Scene, encoder: PointEncoder | None, rng) -> SceneEncoding
     with torch.no_grad():
         pts, _ = encoder.prepare(torch.from_numpy(scene.points))
         out = encoder(pts[None])
-    boxes = out.boxes[0].numpy()
-    return SceneEncoding(out.token_inputs[0], boxes, out.scores[0].numpy(), out.labels[0].numpy(),
-                         num_points=len(scene.points), colors=dominant_colors(pts.numpy(), boxes))
+    return SceneEncoding(out.token_inputs[0], out.boxes[0].numpy(), out.scores[0].numpy(), out.labels[0].numpy(),
+                         num_points=len(scene.points))
 
 
 def _pack_scene(job: tuple) -> tuple[str, list[str], np.ndarray]:

@@ -253,9 +253,10 @@ class R1Model(nn.Module):
         prepared, _ = self.encoder.prepare(pts)
         out: EncoderOutput = self.encoder(prepared[None].to(self.device))
         boxes = out.boxes[0].detach().cpu().numpy()
+        # the colour vote costs ~60 ms a scene on a CPU: only for models that read it
+        colors = dominant_colors(prepared[:, :6].cpu().numpy(), boxes) if self.cfg.label_colors else None
         enc = SceneEncoding(out.token_inputs[0], boxes, out.scores[0].detach().cpu().numpy(),
-                            out.labels[0].cpu().numpy(), num_points=int(pts.shape[0]),
-                            colors=dominant_colors(prepared[:, :6].cpu().numpy(), boxes))
+                            out.labels[0].cpu().numpy(), num_points=int(pts.shape[0]), colors=colors)
         if self.cfg.object_order == "class":
             # same-class proposals side by side: the model lists "the chairs" as one run of refs
             enc = enc.reordered(np.lexsort((boxes[:, 1], boxes[:, 0], enc.labels)))
