@@ -9,26 +9,13 @@
 set -euo pipefail
 G=${1:?GRPO workdir}; C=${2:?variant workdir}
 : "${SFT_FROM:?SFT checkpoint}" "${VARIANT_SETS:?recipe overrides of the variant}" "${READY_LM:?}" "${READY_ALL:?}"
-wait_for() { while [ ! -f "$1" ]; do sleep 5; done; }
 # (Its first run on 2026-11-25 gave the variant SFT_FROM too, so both ran GRPO and ran out of GPU
 # memory; the variant now clears it.)
-grpo() {
-  mkdir -p "$G"
-  env SFT_FROM="$SFT_FROM" STOP_AFTER=pack WORKERS=7 scripts/gpu/nano_pipeline.sh "$G"
-  wait_for "$READY_ALL"
-  env SFT_FROM="$SFT_FROM" STOP_AFTER=grpo WORKERS=7 scripts/gpu/nano_pipeline.sh "$G"
-  local r="${PYTHON:-python3} -m r1_ros.cli"
-  $r eval --checkpoint "$G/run/grpo/final" --pack "$G/run/pack" --out "$G/eval/grpo" --no-score --batch-size 64 > "$G/eval_grpo.log" 2>&1 &
-  $r eval --checkpoint "$G/run/grpo/final" --pack "$G/run/pack" --out "$G/eval/grpo_uniform" --views uniform \
-      --no-score --batch-size 64 --no-dense-caption > "$G/eval_uniform.log" 2>&1 &
-  wait
-  touch "$G/.done-evals"
-}
+mkdir -p "$G" "$C"
+grpo() { env SFT_FROM="$SFT_FROM" WAIT_FOR="$READY_ALL" WORKERS=7 scripts/gpu/nano_pipeline.sh "$G"; }
 variant() {
-  mkdir -p "$C"
-  env -u SFT_FROM SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=pack WORKERS=7 scripts/gpu/nano_pipeline.sh "$C"
-  wait_for "$READY_LM"
-  env -u SFT_FROM SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=eval_sft WORKERS=7 scripts/gpu/nano_pipeline.sh "$C"
+  env -u SFT_FROM SETS="$VARIANT_SETS" DETECTOR_FROM="$SFT_FROM" STOP_AFTER=eval_sft WAIT_FOR="$READY_LM" WORKERS=7 \
+      scripts/gpu/nano_pipeline.sh "$C"
 }
 grpo > "$G.log" 2>&1 &
 variant > "$C.log" 2>&1 &

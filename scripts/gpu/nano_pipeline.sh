@@ -14,7 +14,8 @@
 #       detector or SFT stage.
 # Other settings (environment): SCENES / VAL_SCENES / VAL_FROM (`r1 data synth`), SETS ("key=value
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
-# e.g. eval_sft).
+# e.g. eval_sft), WAIT_FOR (a file: SFT and GRPO start once it exists, e.g. when the backbone wheels
+# are installed while data and pack are built).
 set -euo pipefail
 W=${1:-/tmp/nano}
 R="${PYTHON:-python3} -m r1_ros.cli"
@@ -35,6 +36,7 @@ for ck in "${SFT_FROM:-}" "${DETECTOR_FROM:-}"; do
   fi
 done
 mkdir -p "$W"
+wait_for_file() { if [ -n "${WAIT_FOR:-}" ]; then while [ ! -f "$WAIT_FOR" ]; do sleep 5; done; fi; }
 stage() {
   local name=$1; shift
   if [ ! -f "$W/.done-$name" ]; then echo "=== $name $(date +%T)"; "$@"; touch "$W/.done-$name"; echo "=== $name done $(date +%T)"; fi
@@ -48,10 +50,18 @@ else
   DET=${DETECTOR_FROM:-$W/run/detector}
   [ -n "${DETECTOR_FROM:-}" ] || stage detector $R train detector --recipe $RECIPE $SET_ARGS --data "$W/data" --out "$DET" --workers $WORKERS
   stage pack     $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$DET" --out "$W/run/pack" --workers $WORKERS
+  wait_for_file
   stage sft      $R train sft --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --detector "$DET" --out "$W/run/sft"
   stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size 64
 fi
+wait_for_file
 stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo"
-stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size 64
-stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size 64 --no-dense-caption
+# the GRPO checkpoint's two evaluations share the GPU side by side (each is input-bound); STOP_AFTER
+# names no stage after grpo
+stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size 64 &
+dynamic=$!
+stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size 64 --no-dense-caption &
+uniform=$!
+wait $dynamic
+wait $uniform
 echo "=== all done $(date +%T)"

@@ -14,9 +14,7 @@ DET=r1_core/assets/r1-nano
 run() {   # workdir, then env settings for nano_pipeline.sh
   local w=$1; shift
   mkdir -p "$w"
-  env "$@" STOP_AFTER=pack DETECTOR_FROM=$DET WORKERS=7 scripts/gpu/nano_pipeline.sh "$w"
-  while [ ! -f "$READY" ]; do sleep 5; done
-  env "$@" STOP_AFTER=eval_sft DETECTOR_FROM=$DET WORKERS=7 scripts/gpu/nano_pipeline.sh "$w"
+  env "$@" STOP_AFTER=eval_sft DETECTOR_FROM=$DET WAIT_FOR="$READY" WORKERS=7 scripts/gpu/nano_pipeline.sh "$w"
 }
 run "$A" SCENES=100 > "$A.log" 2>&1 &
 run "$B" SCENES=300 VAL_FROM=100 SETS="sft.steps=$B_STEPS" > "$B.log" 2>&1 &
