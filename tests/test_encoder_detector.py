@@ -50,18 +50,67 @@ def test_seed_targets_match_the_per_seed_reference():
         torch.testing.assert_close(got[k], ref[k], msg=k)
 
 
+def _seed_boxes(out):
+    h = out.head
+    return torch.cat([h["center"], h["log_size"].exp(), torch.zeros_like(h["center"][..., :1])], -1)
+
+
 def test_box_voting_averages_overlapping_seed_boxes_by_objectness():
     enc = PointEncoder(EncoderConfig(num_points=256, num_proposals=2, token_dim=16, sa=SA))
     seeds = torch.tensor([[[0, 0, 0, 1, 1, 1, 0], [0.2, 0, 0, 1, 1, 1, 0],      # overlap each other
                            [5, 5, 5, 2, 2, 2, 0], [9, 9, 9, 1, 1, 1, 0]]], dtype=torch.float32)
     logits = torch.tensor([[2.0, 0.0, 1.0, -1.0]])
-    kept = seeds[:, [0, 2]]
-    voted = enc._vote(seeds, logits, kept)
+    keep = torch.tensor([[0, 2]])
+    kept_iou = box_iou_3d(seeds[0, [0, 2]], seeds[0])[None]
+    votes = enc._vote_weights(kept_iou, logits, keep)
     w = torch.tensor([2.0, 0.0]).sigmoid()
-    torch.testing.assert_close(voted[0, 0, 0], (w[1] * 0.2) / w.sum())
-    torch.testing.assert_close(voted[0, 1], seeds[0, 2])            # nothing else overlaps it
+    torch.testing.assert_close(votes[0, 0], torch.cat([w / w.sum(), torch.zeros(2)]))
+    torch.testing.assert_close(votes[0, 1], torch.tensor([0.0, 0.0, 1.0, 0.0]))    # nothing else overlaps it
     no_vote = PointEncoder(EncoderConfig(num_points=256, num_proposals=2, token_dim=16, sa=SA, box_vote_iou=1.0))
-    assert torch.equal(no_vote._vote(seeds, logits, kept), kept)
+    torch.testing.assert_close(no_vote._vote_weights(kept_iou, logits, keep)[0],
+                               torch.tensor([[1.0, 0, 0, 0], [0, 0, 1.0, 0]]))
+
+
+def test_support_ranking_puts_the_box_many_seeds_agree_on_first():
+    """Three confident seeds agree on one box; a lone seed with a higher objectness has another.
+    Support ranking keeps the agreed box first, objectness ranking the lone one."""
+    seeds = torch.tensor([[0, 0, 0, 1, 1, 1, 0], [0.05, 0, 0, 1, 1, 1, 0], [0, 0.05, 0, 1, 1, 1, 0],
+                          [5, 5, 5, 1, 1, 1, 0]], dtype=torch.float32)
+    logits = torch.tensor([[3.0, 3.0, 3.0, 6.0]])
+    iou = box_iou_3d(seeds, seeds)[None]
+    cfg = dict(num_points=256, num_proposals=2, token_dim=16, sa=SA)
+    support = PointEncoder(EncoderConfig(**cfg))
+    p = logits.sigmoid()[0]
+    torch.testing.assert_close(support._rank(iou, logits)[0],
+                               torch.stack([p[i] * sum(p[j] for j in range(4) if iou[0, i, j] >= 0.4) for i in range(4)]))
+    assert support._nms(iou, support._rank(iou, logits))[0, 0] in (0, 1, 2)
+    by_objectness = PointEncoder(EncoderConfig(**cfg, rank_by="objectness"))
+    assert by_objectness._nms(iou, by_objectness._rank(iou, logits))[0, 0] == 3
+
+
+def test_proposals_match_a_per_proposal_vote_reference():
+    """Boxes and class distributions of the proposals against a loop over the kept seeds, with
+    classes voted and not."""
+    torch.manual_seed(0)
+    for vote_classes in (True, False):
+        enc = PointEncoder(EncoderConfig(num_points=1024, num_proposals=8, token_dim=16, sa=SA,
+                                         vote_classes=vote_classes)).eval()
+        with torch.no_grad():
+            out = enc(_cloud())
+        seeds = _seed_boxes(out)
+        prob, cls = out.head["objectness"].sigmoid(), out.head["class_logits"].softmax(-1)
+        for b in range(2):
+            iou = box_iou_3d(seeds[b], seeds[b])
+            rank = prob[b] * ((iou >= 0.4).float() * prob[b]).sum(1)
+            keep = enc._nms(iou[None], rank[None])[0]
+            for k, s in enumerate(keep.tolist()):
+                w = (iou[s] >= 0.25).float() * prob[b]
+                w = w / w.sum()
+                torch.testing.assert_close(out.boxes[b, k, :3], w @ seeds[b, :, :3])
+                torch.testing.assert_close(out.boxes[b, k, 3:6], (w @ seeds[b, :, 3:6].log()).exp())
+                expect = w @ cls[b] if vote_classes else cls[b, s]
+                assert out.labels[b, k] == expect.argmax()
+                torch.testing.assert_close(out.scores[b, k], prob[b, s])
 
 
 def test_voted_proposals_overlap_their_nms_seed():
@@ -69,8 +118,7 @@ def test_voted_proposals_overlap_their_nms_seed():
     enc = PointEncoder(EncoderConfig(num_points=1024, num_proposals=8, token_dim=16, sa=SA)).eval()
     with torch.no_grad():
         out = enc(_cloud())
-    h = out.head
-    seed_boxes = torch.cat([h["center"], h["log_size"].exp(), torch.zeros_like(h["center"][..., :1])], -1)
+    seed_boxes = _seed_boxes(out)
     for b in range(2):   # each proposal is a vote among boxes overlapping one seed at >= 0.25: close to it
         assert (box_iou_3d(out.boxes[b], seed_boxes[b]).amax(1) > 0.2).all()
 
@@ -98,6 +146,8 @@ def test_feature_propagation_gives_first_layer_seeds_and_trains():
     (dict(sa=SA, num_proposals=64, propagate_mlp=()), "exceeds the number of seeds"),   # 32 seeds
     (dict(sa=SA, num_proposals=129), "exceeds the number of seeds"),                     # 128 with propagation
     (dict(sa=SA, box_vote_iou=0.0), "box_vote_iou"),
+    (dict(sa=SA, rank_by="score"), "rank_by"),
+    (dict(sa=SA, support_iou=1.5), "support_iou"),
 ])
 def test_bad_encoder_configs_are_named(kw, match):
     with pytest.raises(ValueError, match=match):

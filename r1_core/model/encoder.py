@@ -11,8 +11,9 @@ therefore works like the 3D-R1/Vote2Cap-style scene encoders: set-abstraction la
 seed points with features (optionally VoteNet's feature propagation: the last layer's
 features interpolated back to the first layer's denser centroids, so small objects get seeds);
 every seed votes for the box of the object it lies on (objectness, centre offset, log-size,
-class); greedy 3D NMS keeps the top P boxes, and each kept box becomes the objectness-weighted
-mean of the seed boxes that overlap it (box voting: a steadier box than any single seed's); each
+class); greedy 3D NMS keeps the top P boxes, those that most seeds agree on first, and each kept
+box (and its class distribution) becomes the objectness-weighted mean of the seed boxes that
+overlap it (box voting: a steadier box and label than any single seed's); each
 kept proposal becomes one scene token built from its seed feature, the max-pooled features of
 the seeds inside its box, its class distribution, the mean colour of the input points
 inside it and a Fourier encoding of its centre and size (the 3D positional encoding).
@@ -66,8 +67,15 @@ class EncoderConfig:
                                      # (MLP widths); () = the last layer's centroids are the seeds
     num_proposals: int = 32          # P: scene tokens per scene
     nms_iou: float = 0.25
+    rank_by: str = "support"         # NMS order: "support" = a seed's objectness times the objectness-
+                                     # weighted count of seed boxes overlapping its box at IoU >= support_iou
+                                     # (boxes many seeds agree on first), or "objectness" alone (it saturates
+                                     # near 1 for every seed on an object: the order among them is arbitrary)
+    support_iou: float = 0.4
     box_vote_iou: float = 0.25       # a kept box = objectness-weighted mean of the seed boxes overlapping
                                      # it at IoU >= this (1.0 keeps the single seed's box)
+    vote_classes: bool = True        # a kept proposal's class distribution = the same weighted mean of its
+                                     # voters' (False: its own seed's)
     fourier_bands: int = 8           # positional encoding of box centre and size
     token_dim: int = 256
     seed: int = 0                    # subsampling seed (deterministic encoding)
@@ -80,6 +88,10 @@ class EncoderConfig:
         if self.num_proposals > self.num_seeds:
             raise ValueError(f"encoder.num_proposals ({self.num_proposals}) exceeds the number of seeds "
                              f"({self.num_seeds})")
+        if self.rank_by not in ("support", "objectness"):
+            raise ValueError(f"encoder.rank_by: expected 'support' or 'objectness', got {self.rank_by!r}")
+        if not 0.0 < self.support_iou <= 1.0:
+            raise ValueError(f"encoder.support_iou: expected a value in (0, 1], got {self.support_iou}")
         if not 0.0 < self.box_vote_iou <= 1.0:
             raise ValueError(f"encoder.box_vote_iou: expected a value in (0, 1], got {self.box_vote_iou}")
 
@@ -237,11 +249,16 @@ class PointEncoder(nn.Module):
         boxes_all = torch.cat([head["center"], head["log_size"].exp(),
                                torch.zeros_like(head["center"][..., :1])], dim=-1)  # (B, S, 7)
         seed_boxes, logits = boxes_all.detach(), head["objectness"].detach()
-        keep = self._nms(seed_boxes, logits)                                         # (B, P)
-        boxes = self._vote(seed_boxes, logits, torch.gather(seed_boxes, 1, keep[..., None].expand(-1, -1, 7)))
+        seed_iou = torch.stack([box_iou_3d(seed_boxes[b], seed_boxes[b]) for b in range(seed_boxes.shape[0])])
+        keep = self._nms(seed_iou, self._rank(seed_iou, logits))                     # (B, P)
+        votes = self._vote_weights(torch.gather(seed_iou, 1, keep[..., None].expand(-1, -1, seed_iou.shape[-1])),
+                                   logits, keep)                                      # (B, P, S)
+        boxes = torch.cat([votes @ seed_boxes[..., :3], (votes @ seed_boxes[..., 3:6].log()).exp(),
+                           torch.gather(seed_boxes[..., 6:], 1, keep[..., None])], dim=-1)
         scores = torch.gather(head["objectness"], 1, keep).sigmoid()
-        cls_prob = torch.gather(head["class_logits"], 1,
-                                keep[..., None].expand(-1, -1, NUM_NYU40)).softmax(-1)
+        seed_cls = head["class_logits"].softmax(-1)
+        cls_prob = (votes @ seed_cls if self.cfg.vote_classes
+                    else torch.gather(seed_cls, 1, keep[..., None].expand(-1, -1, NUM_NYU40)))
         own = torch.gather(seed_feat, 1, keep[..., None].expand(-1, -1, seed_feat.shape[-1]))
         inside = self._inside(seed_xyz, boxes.detach())                             # (B, P, S)
         pooled = seed_feat[:, None].masked_fill(~inside[..., None], -1e4).amax(dim=2)
@@ -254,15 +271,24 @@ class PointEncoder(nn.Module):
             labels=cls_prob.argmax(-1), seed_xyz=seed_xyz, seed_index=seed_index, head=head,
         )
 
-    def _nms(self, boxes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Greedy 3D NMS per scene; returns exactly P seed indices (suppressed ones fill up the
-        tail, best first, when fewer than P boxes survive)."""
+    def _rank(self, seed_iou: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(B, S) NMS order keys from the seeds' pairwise box IoU (B, S, S) and objectness logits."""
+        if self.cfg.rank_by == "objectness":
+            return logits
+        prob = logits.sigmoid()
+        return prob * ((seed_iou >= self.cfg.support_iou).to(logits.dtype) @ prob[..., None])[..., 0]
+
+    def _nms(self, seed_iou: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+        """Greedy NMS per scene over the seeds' pairwise box IoU (B, S, S), highest rank first;
+        returns exactly P seed indices (suppressed ones fill up the tail, best first, when fewer
+        than P boxes survive)."""
         P = self.cfg.num_proposals
+        rank = rank.reshape(rank.shape[0], -1)
         out = []
-        for b in range(boxes.shape[0]):
-            order = torch.argsort(logits[b], descending=True)
+        for b in range(seed_iou.shape[0]):
+            order = torch.argsort(rank[b], descending=True)
             # the greedy loop runs on the host: one transfer instead of a device sync per seed
-            iou = (box_iou_3d(boxes[b][order], boxes[b][order]) > self.cfg.nms_iou).cpu().numpy()
+            over = (seed_iou[b][order][:, order] > self.cfg.nms_iou).cpu().numpy()
             suppressed = np.zeros(len(order), dtype=bool)
             kept: list[int] = []
             for i in range(len(order)):
@@ -271,25 +297,22 @@ class PointEncoder(nn.Module):
                 kept.append(i)
                 if len(kept) == P:
                     break
-                suppressed |= iou[i]
+                suppressed |= over[i]
             if len(kept) < P:
                 taken = set(kept)
                 rest = [i for i in range(len(order)) if i not in taken]
                 kept += rest[: P - len(kept)]
-            out.append(order[torch.tensor(kept, device=boxes.device)])
+            out.append(order[torch.tensor(kept, device=seed_iou.device)])
         return torch.stack(out)
 
-    def _vote(self, seed_boxes: torch.Tensor, logits: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-        """Box voting: each kept box (B, P, 7) -> the objectness-weighted mean centre and log-size
-        of the seed boxes (B, S, 7) overlapping it at IoU >= box_vote_iou (its own seed included)."""
+    def _vote_weights(self, kept_iou: torch.Tensor, logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Box voting weights (B, P, S): each kept seed's proposal is the objectness-weighted mean of
+        the seeds whose boxes overlap its box at IoU >= box_vote_iou (its own seed included);
+        kept_iou (B, P, S) is the kept boxes' IoU with every seed box. box_vote_iou 1.0: its own seed."""
         if self.cfg.box_vote_iou >= 1.0:
-            return kept
-        iou = torch.stack([box_iou_3d(kept[b], seed_boxes[b]) for b in range(kept.shape[0])])   # (B, P, S)
-        w = (iou >= self.cfg.box_vote_iou).to(seed_boxes.dtype) * logits.sigmoid()[:, None]
-        w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
-        center = w @ seed_boxes[..., :3]
-        size = (w @ seed_boxes[..., 3:6].log()).exp()
-        return torch.cat([center, size, kept[..., 6:]], dim=-1)
+            return F.one_hot(keep, logits.shape[-1]).to(logits.dtype)
+        w = (kept_iou >= self.cfg.box_vote_iou).to(logits.dtype) * logits.sigmoid()[:, None]
+        return w / w.sum(-1, keepdim=True).clamp(min=1e-12)
 
     @staticmethod
     def _inside(xyz: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
