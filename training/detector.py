@@ -88,23 +88,45 @@ def _scene_batch(enc: PointEncoder, scenes: Sequence[Scene], rng: np.random.Gene
 
 
 @torch.no_grad()
-def proposal_recall(enc: PointEncoder, scenes: Sequence[Scene], device="cpu", batch_size: int = 4) -> dict[str, float]:
-    """Fraction of annotated (non-structural) objects matched by some proposal at IoU 0.25 / 0.5."""
+def proposal_quality(enc: PointEncoder, scenes: Sequence[Scene], device="cpu", batch_size: int = 4) -> dict[str, float]:
+    """How well the P proposals cover the annotated (non-structural) objects.
+
+    recall@0.25 / recall@0.5: share of objects some proposal overlaps at that IoU; per scene, on
+    average: false_positives (proposals overlapping no object at IoU 0.25) and duplicates (further
+    proposals whose best-overlapping object an earlier, higher-ranked proposal already matched);
+    class_accuracy: share of the proposals matching an object whose predicted class is its class.
+    """
     enc.eval()
-    hit25 = hit50 = total = 0
+    hit25 = hit50 = total = matched = right_class = false_pos = dups = n_scenes = 0
     for i in range(0, len(scenes), batch_size):
         chunk = scenes[i:i + batch_size]
         pts, _, _, boxes, _ = _scene_batch(enc, chunk, None, None, device)
         out = enc(pts)
-        for b, gt in enumerate(boxes):
+        for b, (sc, gt) in enumerate(zip(chunk, boxes)):
+            n_scenes += 1
             if len(gt) == 0:
+                false_pos += out.boxes.shape[1]
                 continue
-            best = box_iou_3d(gt, out.boxes[b]).amax(dim=1)
+            iou = box_iou_3d(gt, out.boxes[b])                               # (K, P)
+            best = iou.amax(dim=1)
             hit25 += int((best >= 0.25).sum())
             hit50 += int((best >= 0.5).sum())
             total += len(gt)
+            classes = torch.tensor([o.nyu40_id for o in sc.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS],
+                                   device=iou.device)
+            seen: set[int] = set()
+            for p, (ov, k) in enumerate(zip(*iou.max(dim=0))):               # proposals in rank order
+                if ov < 0.25:
+                    false_pos += 1
+                    continue
+                dups += int(int(k) in seen)
+                seen.add(int(k))
+                matched += 1
+                right_class += int(out.labels[b, p] == classes[k])
     enc.train()
-    return {"recall@0.25": hit25 / max(1, total), "recall@0.5": hit50 / max(1, total), "objects": float(total)}
+    return {"recall@0.25": hit25 / max(1, total), "recall@0.5": hit50 / max(1, total), "objects": float(total),
+            "false_positives": false_pos / max(1, n_scenes), "duplicates": dups / max(1, n_scenes),
+            "class_accuracy": right_class / max(1, matched)}
 
 
 def train_detector(enc_cfg: EncoderConfig, cfg: DetectorTrainConfig, train_scenes: Callable[[], Sequence[Scene]],
@@ -139,7 +161,7 @@ def train_detector(enc_cfg: EncoderConfig, cfg: DetectorTrainConfig, train_scene
             log.log(step, {**vals, "lr": sched.get_last_lr()[0]}, stage="detector")
             bar.set_postfix(loss=f"{vals['loss']:.3f}")
         if val_scenes and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
-            metrics = proposal_recall(enc, val_scenes, device)
+            metrics = proposal_quality(enc, val_scenes, device)
             log.log(step, metrics, stage="detector_val")
     save_file({k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}, out_dir / ENCODER_FILE)
     log.close()
