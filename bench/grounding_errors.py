@@ -27,7 +27,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from r1_core.data.classes import STRUCTURE_NYU40_IDS  # noqa: E402
 from r1_core.geometry.boxes import box_iou_3d  # noqa: E402
 from r1_core.model.answer import _REF_RE, ANSWER_OPEN  # noqa: E402
 from r1_core.views.vocab import COLOR_WORDS, dominant_colors  # noqa: E402
@@ -127,12 +126,14 @@ def main() -> int:
         for sid in sorted({p["scene_id"] for p in preds}):
             scene = pack.scene(sid)
             encodings[sid] = model.encode_scene(scene.points)
-            objs = [o for o in scene.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS]
+            objs = scene.annotated_objects()
             objects[sid] = (np.stack([o.box for o in objs]).astype(np.float32), np.array([o.nyu40_id for o in objs]),
                             np.array([o.object_id for o in objs]))
             if args.data:   # the vote on the points the encoder saw, whether or not the model reads it
-                prepared, _ = model.encoder.prepare(torch.from_numpy(scene.points))
-                votes[sid] = dominant_colors(prepared.numpy(), encodings[sid].boxes)
+                votes[sid] = encodings[sid].colors   # encode_scene voted already when the model reads colours
+                if votes[sid] is None:
+                    prepared, _ = model.encoder.prepare(torch.from_numpy(scene.points))
+                    votes[sid] = dominant_colors(prepared.numpy(), encodings[sid].boxes)
                 room = json.loads((Path(args.data) / "synthetic" / f"{sid}.json").read_text())
                 by_id = {o["object_id"]: o.get("color") for o in room["objects"]}
                 colors[sid] = [by_id.get(o.object_id) for o in objs]

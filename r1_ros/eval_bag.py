@@ -68,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
         samples = samples[: args.limit]
 
     from r1_core.data.bags import color_frame_count
-    from r1_core.data.classes import STRUCTURE_NYU40_IDS
     from r1_core.data.scene import load_scannet_scene
     from r1_core.data.tasks import DatasetLayout
     from r1_core.eval.grounding import scanrefer_class, scanrefer_is_unique
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     scene = load_scannet_scene(DatasetLayout(data).scannet_dir, scene_id)
     n_frames = color_frame_count(bag)
-    classes = [scanrefer_class(o.nyu40_id) for o in scene.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS]
+    classes = [scanrefer_class(o.nyu40_id) for o in scene.annotated_objects()]
     launch = {"bag": str(bag), "device": args.device}
     if args.checkpoint:
         launch["checkpoint"] = args.checkpoint

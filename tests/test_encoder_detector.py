@@ -3,9 +3,9 @@ feature propagation (seeds, gradients, config errors)."""
 import pytest
 import torch
 
+from r1_core.data.classes import STRUCTURE_NYU40_IDS
 from r1_core.geometry.boxes import box_iou_3d
-from r1_core.model.encoder import (STRUCTURE_CLASSES, EncoderConfig, PointEncoder, SetAbstractionConfig,
-                                   detection_loss, seed_targets)
+from r1_core.model.encoder import EncoderConfig, PointEncoder, SetAbstractionConfig, detection_loss, seed_targets
 
 SA = (SetAbstractionConfig(128, 0.4, 16, (32, 32)), SetAbstractionConfig(32, 0.8, 16, (32, 64)))
 
@@ -25,7 +25,7 @@ def _seed_targets_reference(seed_index, inst_labels, sem_labels, gt_boxes, gt_id
         for s in range(S):
             i, c = int(inst_labels[b, seed_index[b, s]]), int(sem_labels[b, seed_index[b, s]])
             hits = [k for k, v in enumerate(gt_ids[b].tolist()) if v == i]
-            if not hits or i == 0 or c in STRUCTURE_CLASSES:
+            if not hits or i == 0 or c in STRUCTURE_NYU40_IDS:
                 continue
             pos[b, s] = True
             center[b, s] = gt_boxes[b][hits[0], :3]

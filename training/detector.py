@@ -21,7 +21,6 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from r1_core.config import format_config
-from r1_core.data.classes import STRUCTURE_NYU40_IDS
 from r1_core.data.scene import Scene
 from r1_core.geometry.boxes import box_iou_3d
 from r1_core.model.encoder import EncoderConfig, PointEncoder, detection_loss, seed_targets
@@ -72,7 +71,7 @@ def _scene_batch(enc: PointEncoder, scenes: Sequence[Scene], rng: np.random.Gene
                  cfg: DetectorTrainConfig | None, device) -> tuple:
     pts_b, inst_b, sem_b, boxes_b, ids_b = [], [], [], [], []
     for sc in scenes:
-        objs = [o for o in sc.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS]
+        objs = sc.annotated_objects()
         boxes = np.stack([o.box for o in objs]) if objs else np.zeros((0, 7), np.float32)
         pts = sc.points
         if rng is not None:
@@ -112,8 +111,7 @@ def proposal_quality(enc: PointEncoder, scenes: Sequence[Scene], device="cpu", b
             hit25 += int((best >= 0.25).sum())
             hit50 += int((best >= 0.5).sum())
             total += len(gt)
-            classes = torch.tensor([o.nyu40_id for o in sc.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS],
-                                   device=iou.device)
+            classes = torch.tensor([o.nyu40_id for o in sc.annotated_objects()], device=iou.device)
             seen: set[int] = set()
             for p, (ov, k) in enumerate(zip(*iou.max(dim=0))):               # proposals in rank order
                 if ov < 0.25:

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from r1_core.data.classes import STRUCTURE_NYU40_IDS
 from r1_core.eval.grounding import scanrefer_class, scanrefer_is_unique
 from r1_core.model.answer import AnswerFormatError, parse_response, resolve_refs
 from r1_core.model.generate import GenerationSettings, generate
@@ -82,8 +81,8 @@ def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, t
         samples = [model.prepare(encodings[sid], v, q) for sid, v, q in jobs]
         return generate(model, model.collate(samples, for_generation=True), settings)
 
-    scene_classes = {sid: [scanrefer_class(o.nyu40_id) for o in pack.scene(sid).objects
-                           if o.nyu40_id not in STRUCTURE_NYU40_IDS] for sid in encodings}
+    scene_classes = {sid: [scanrefer_class(o.nyu40_id) for o in pack.scene(sid).annotated_objects()]
+                     for sid in encodings}
     for i in tqdm(range(0, len(examples), batch_size), desc=f"predict {split}", disable=not progress):
         chunk = examples[i:i + batch_size]
         jobs = [(e.scene_id, pack.views(e, views, num_views) if views != "none" else [], e.query()) for e in chunk]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from r1_core.data.classes import NYU40_NAMES
+from r1_core.data.classes import NYU40_NAMES, STRUCTURE_NYU40_IDS
 from r1_core.data.errors import DataFormatError, require_file
 
 SUFFIXES = {
@@ -81,6 +81,10 @@ class Scene:
 
     def has_object(self, object_id: int) -> bool:
         return int(object_id) in self._by_id
+
+    def annotated_objects(self) -> list[SceneObject]:
+        """The objects a detector proposes and a request names: all but wall, floor and ceiling."""
+        return [o for o in self.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS]
 
     def boxes(self, object_ids: list[int] | None = None) -> np.ndarray:
         """(K, 7) boxes of the given ids (all objects when None)."""

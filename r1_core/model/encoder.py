@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from r1_core.data.classes import STRUCTURE_NYU40_IDS
 from r1_core.geometry.boxes import box_iou_3d, points_in_boxes
 from r1_core.geometry.points import (ball_query, furthest_point_sample, gather_points, group_points, three_interpolate,
                                      three_nn)
 
 NUM_NYU40 = 41                      # class ids 0..40; 0 = unannotated
-STRUCTURE_CLASSES = (1, 2, 22)      # wall, floor, ceiling: not objects to propose
 
 
 @dataclass
@@ -283,7 +283,6 @@ class PointEncoder(nn.Module):
         returns exactly P seed indices (suppressed ones fill up the tail, best first, when fewer
         than P boxes survive)."""
         P = self.cfg.num_proposals
-        rank = rank.reshape(rank.shape[0], -1)
         out = []
         for b in range(seed_iou.shape[0]):
             order = torch.argsort(rank[b], descending=True)
@@ -342,7 +341,7 @@ def seed_targets(seed_index: torch.Tensor, instance_labels: torch.Tensor, semant
     cls = torch.zeros(B, S, dtype=torch.long, device=dev)
     inst = torch.gather(instance_labels.to(dev), 1, seed_index)
     sem = torch.gather(semantic_labels.to(dev), 1, seed_index).long()
-    structure = torch.isin(sem, torch.tensor(STRUCTURE_CLASSES, device=dev))
+    structure = torch.isin(sem, torch.tensor(STRUCTURE_NYU40_IDS, device=dev))
     for b in range(B):
         ids = gt_instance_ids[b].to(dev)
         if ids.numel() == 0:

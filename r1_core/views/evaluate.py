@@ -28,7 +28,6 @@ from typing import Iterator, Mapping
 import numpy as np
 import torch
 
-from r1_core.data.classes import STRUCTURE_NYU40_IDS
 from r1_core.data.scene import Scene
 from r1_core.data.synthetic.render import RenderConfig, RenderedView, make_renderer, walkthrough_poses
 from r1_core.data.synthetic.world import SynthConfig, SynthRoom, generate_room
@@ -116,7 +115,7 @@ def gt_visibility(scene: Scene, view: RenderedView, K: np.ndarray, T: np.ndarray
 
 def gt_proposals(scene: Scene, jitter: float, rng: np.random.Generator) -> SceneEncoding:
     """Ground-truth-derived proposals: non-structure objects' boxes (jittered) and NYU40 labels."""
-    objs = [o for o in scene.objects if o.nyu40_id not in STRUCTURE_NYU40_IDS]
+    objs = scene.annotated_objects()
     boxes = np.stack([o.box for o in objs]).astype(np.float64) if objs else np.zeros((0, 7))
     if jitter > 0 and len(objs):
         size = boxes[:, 3:6].copy()
