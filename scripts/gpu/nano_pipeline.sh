@@ -11,7 +11,7 @@
 #       GRPO from an SFT checkpoint brought to another machine (a GPU session holds one for 30
 #       minutes at most), e.g. the shipped r1_core/assets/r1-nano: the pack is rebuilt with its
 #       detector (frozen after stage 0, so it is the pack the checkpoint was trained on); no
-#       detector or SFT stage.
+#       detector or SFT stage; the SFT checkpoint's predictions are made beside GRPO's at the end.
 # Other settings (environment): SCENES / VAL_SCENES / VAL_FROM (`r1 data synth`), SETS ("key=value
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
 # e.g. eval_sft), WAIT_FOR (a file: SFT and GRPO start once it exists, e.g. when the backbone wheels
@@ -56,12 +56,19 @@ else
 fi
 wait_for_file
 stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo"
-# the GRPO checkpoint's two evaluations share the GPU side by side (each is input-bound); STOP_AFTER
-# names no stage after grpo
+# the GRPO checkpoint's two evaluations (and, on a machine that got the SFT checkpoint through SFT_FROM,
+# the SFT checkpoint's) share the GPU side by side (each is input-bound); STOP_AFTER names no stage
+# after grpo
+sft_eval=""
+if [ -n "${SFT_FROM:-}" ]; then
+  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size 64 &
+  sft_eval=$!
+fi
 stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size 64 &
 dynamic=$!
 stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size 64 --no-dense-caption &
 uniform=$!
 wait $dynamic
 wait $uniform
+[ -z "$sft_eval" ] || wait $sft_eval
 echo "=== all done $(date +%T)"
