@@ -197,3 +197,41 @@ def test_evaluation_predicts_and_scores(sft_run):
     if "scanrefer" in results:
         assert 0.0 <= results["scanrefer"]["Acc@0.25"] <= 1.0
     json.dumps(results)
+
+
+def test_evaluation_uses_each_task_budget(sft_run, monkeypatch):
+    """Planning batches get their own new-token budget; no batch mixes budgets."""
+    import training.evaluate as ev
+    from r1_core.model.checkpoint import load_checkpoint
+
+    root, _, _ = sft_run
+    model, _ = load_checkpoint(root / "sft" / "final")
+    seen = []
+    real = ev.generate
+
+    def spy(model, batch, settings):
+        res = real(model, batch, settings)
+        seen.append(settings.max_new_tokens)
+        return res
+
+    monkeypatch.setattr(ev, "generate", spy)
+    pack = TrainingPack(root / "pack")
+    tasks = ("qa", "planning")
+    counts = {t: sum(e.task == t for e in pack.examples("val")) for t in tasks}
+    assert all(counts.values()), counts
+    preds = ev.predict(model, pack, tasks=tasks, max_new_tokens=3, task_max_new_tokens={"planning": 5},
+                       batch_size=4, dense_caption=False, progress=False)
+    assert sorted(p["task"] for p in preds) == sorted(t for t in tasks for _ in range(counts[t]))
+    # batches of 4, QA first (budget 3), then planning (budget 5)
+    expect = [3] * -(-counts["qa"] // 4) + [5] * -(-counts["planning"] // 4)
+    assert seen == expect
+
+
+def test_task_budget_parsing():
+    from training.evaluate import parse_task_budgets
+
+    assert parse_task_budgets(["planning=384", "qa=64"]) == {"planning": 384, "qa": 64}
+    assert parse_task_budgets([]) == {}
+    for bad in ("planning", "plan=3", "planning=0", "planning=x"):
+        with pytest.raises(ValueError, match="TASK=N"):
+            parse_task_budgets([bad])

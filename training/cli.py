@@ -102,7 +102,7 @@ def _all(args) -> int:
 
 def _eval(args) -> int:
     from r1_core.eval.report import save_report
-    from training.evaluate import predict, read_predictions, score, write_predictions
+    from training.evaluate import parse_task_budgets, predict, read_predictions, score, write_predictions
 
     out = Path(args.out)
     if args.predictions:
@@ -110,6 +110,10 @@ def _eval(args) -> int:
     else:
         if not (args.checkpoint and args.pack):
             raise SystemExit("r1 eval: give --checkpoint and --pack (or --predictions to score saved predictions)")
+        try:
+            budgets = parse_task_budgets(args.task_max_new_tokens)
+        except ValueError as e:
+            raise SystemExit(f"r1 eval --task-max-new-tokens: {e}") from None
         from r1_core.model.checkpoint import load_checkpoint
         from training.data import TrainingPack
 
@@ -119,6 +123,7 @@ def _eval(args) -> int:
             model.quantize_int8()
         preds = predict(model, TrainingPack(args.pack), split=args.split, views=args.views,
                         num_views=args.num_views, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        task_max_new_tokens=budgets,
                         limit=args.limit, every=args.every, dense_caption=not args.no_dense_caption,
                         **({"tasks": tuple(args.tasks)} if args.tasks else {}))
         write_predictions(preds, out / "predictions.jsonl")
@@ -182,7 +187,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--views", default="dynamic", choices=["dynamic", "uniform", "random", "none"])
     e.add_argument("--num-views", type=int, default=4)
     e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--max-new-tokens", type=int, default=160)
+    e.add_argument("--max-new-tokens", type=int, default=160, help="new-token budget of the tasks not named in "
+                   "--task-max-new-tokens")
+    e.add_argument("--task-max-new-tokens", nargs="*", default=["planning=384"], metavar="TASK=N",
+                   help="per-task new-token budgets (default: planning=384; give none to use --max-new-tokens for all)")
     e.add_argument("--limit", type=int, default=0, help="only the first N examples (0 = all)")
     e.add_argument("--every", type=int, default=1, help="keep every N-th example (an evenly spread subset)")
     e.add_argument("--tasks", nargs="+", choices=["grounding", "qa", "dialogue", "planning"],

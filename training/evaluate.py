@@ -36,6 +36,21 @@ from training.data import TrainExample, TrainingPack
 
 TASK_BENCHMARK = {"grounding": "scanrefer", "qa": "scanqa", "dialogue": "3dllm_dialogue",
                   "planning": "3dllm_planning"}
+# New-token budgets that differ from `max_new_tokens`: a plan's reasoning and steps run 200-300
+# tokens, so at the common 160 most plans were cut off inside <think> and scored as empty answers.
+TASK_MAX_NEW_TOKENS = {"planning": 384}
+
+
+def parse_task_budgets(pairs: list[str]) -> dict[str, int]:
+    """`["planning=384", ...]` -> {"planning": 384}; names the bad pair and what was expected."""
+    out = {}
+    for pair in pairs:
+        task, sep, value = pair.partition("=")
+        if not sep or task not in TASK_BENCHMARK or not value.isdigit() or int(value) <= 0:
+            raise ValueError(f"task new-token budget {pair!r}: expected TASK=N with TASK one of "
+                             f"{sorted(TASK_BENCHMARK)} and N a positive integer")
+        out[task] = int(value)
+    return out
 
 
 def _record(ex: TrainExample | None, raw: str, boxes_props: np.ndarray, finish: str, **extra) -> dict:
@@ -56,28 +71,33 @@ def _record(ex: TrainExample | None, raw: str, boxes_props: np.ndarray, finish: 
 @torch.no_grad()
 def predict(model: R1Model, pack: TrainingPack, split: str = "val", views: str = "dynamic", num_views: int = 4,
             batch_size: int = 16, max_new_tokens: int = 160, tasks: tuple[str, ...] = tuple(TASK_BENCHMARK),
-            dense_caption: bool = True, limit: int = 0, every: int = 1, progress: bool = True) -> list[dict]:
+            dense_caption: bool = True, limit: int = 0, every: int = 1, progress: bool = True,
+            task_max_new_tokens: dict[str, int] | None = None) -> list[dict]:
     """Greedy answers for the split's examples (+ dense captions per scene). `every` keeps every
-    n-th example (a deterministic, evenly spread subset for slow machines)."""
+    n-th example (a deterministic, evenly spread subset for slow machines). Each task's new-token
+    budget is `task_max_new_tokens[task]` (default TASK_MAX_NEW_TOKENS), else `max_new_tokens`."""
+    budgets = TASK_MAX_NEW_TOKENS if task_max_new_tokens is None else task_max_new_tokens
     model.eval().merge_lora()
     try:
         return _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, tasks, dense_caption,
-                        limit, every, progress)
+                        limit, every, progress, budgets)
     finally:
         model.unmerge_lora()
 
 
 def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, tasks, dense_caption, limit, every,
-             progress) -> list[dict]:
+             progress, budgets) -> list[dict]:
     examples = [e for e in pack.examples(split) if e.task in tasks][::every]
     if limit:
         examples = examples[:limit]
+    budget = lambda e: budgets.get(e.task, max_new_tokens)     # noqa: E731
+    examples.sort(key=budget)       # stable: batches share one budget, tasks keep their order
     encodings = {sid: model.encode_scene(pack.scene(sid).points)
                  for sid in tqdm(sorted({e.scene_id for e in examples}), desc="encode", disable=not progress)}
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     out: list[dict] = []
 
-    def run(jobs: list[tuple]) -> list:
+    def run(jobs: list[tuple], settings: GenerationSettings = settings) -> list:
         samples = [model.prepare(encodings[sid], v, q) for sid, v, q in jobs]
         return generate(model, model.collate(samples, for_generation=True), settings)
 
@@ -86,7 +106,8 @@ def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, t
     for i in tqdm(range(0, len(examples), batch_size), desc=f"predict {split}", disable=not progress):
         chunk = examples[i:i + batch_size]
         jobs = [(e.scene_id, pack.views(e, views, num_views) if views != "none" else [], e.query()) for e in chunk]
-        for e, res in zip(chunk, run(jobs)):
+        chunk_settings = GenerationSettings(max_new_tokens=max(budget(e) for e in chunk))
+        for e, res in zip(chunk, run(jobs, chunk_settings)):
             extra = {}
             if e.task == "grounding" and e.object_ids:
                 obj = pack.scene(e.scene_id).object(e.object_ids[0])
