@@ -90,7 +90,10 @@ def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, t
     examples = [e for e in pack.examples(split) if e.task in tasks][::every]
     if limit:
         examples = examples[:limit]
-    budget = lambda e: budgets.get(e.task, max_new_tokens)     # noqa: E731
+
+    def budget(e: TrainExample) -> int:
+        return budgets.get(e.task, max_new_tokens)
+
     examples.sort(key=budget)       # stable: batches share one budget, tasks keep their order
     encodings = {sid: model.encode_scene(pack.scene(sid).points)
                  for sid in tqdm(sorted({e.scene_id for e in examples}), desc="encode", disable=not progress)}
