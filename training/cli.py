@@ -110,8 +110,8 @@ def _eval(args) -> int:
     else:
         if not (args.checkpoint and args.pack):
             raise SystemExit("r1 eval: give --checkpoint and --pack (or --predictions to score saved predictions)")
-        try:
-            budgets = parse_task_budgets(args.task_max_new_tokens)
+        try:        # None: evaluate's defaults (TASK_MAX_NEW_TOKENS)
+            budgets = None if args.task_max_new_tokens is None else parse_task_budgets(args.task_max_new_tokens)
         except ValueError as e:
             raise SystemExit(f"r1 eval --task-max-new-tokens: {e}") from None
         from r1_core.model.checkpoint import load_checkpoint
@@ -189,8 +189,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--max-new-tokens", type=int, default=160, help="new-token budget of the tasks not named in "
                    "--task-max-new-tokens")
-    e.add_argument("--task-max-new-tokens", nargs="*", default=["planning=384"], metavar="TASK=N",
-                   help="per-task new-token budgets (default: planning=384; give none to use --max-new-tokens for all)")
+    e.add_argument("--task-max-new-tokens", nargs="*", metavar="TASK=N",
+                   help="per-task new-token budgets (default: planning=384, training.evaluate.TASK_MAX_NEW_TOKENS; "
+                   "the flag alone: --max-new-tokens for every task)")
     e.add_argument("--limit", type=int, default=0, help="only the first N examples (0 = all)")
     e.add_argument("--every", type=int, default=1, help="keep every N-th example (an evenly spread subset)")
     e.add_argument("--tasks", nargs="+", choices=["grounding", "qa", "dialogue", "planning"],
