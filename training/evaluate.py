@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,13 @@ def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, t
     def budget(e: TrainExample) -> int:
         return budgets.get(e.task, max_new_tokens)
 
-    examples.sort(key=budget)       # stable: batches share one budget, tasks keep their order
+    # batches of one budget each (a batch runs to its longest budget); the sort is stable, so tasks
+    # keep their order
+    examples.sort(key=budget)
+    batches = []
+    for n, group in groupby(examples, key=budget):
+        group = list(group)
+        batches += [(n, group[i:i + batch_size]) for i in range(0, len(group), batch_size)]
     encodings = {sid: model.encode_scene(pack.scene(sid).points)
                  for sid in tqdm(sorted({e.scene_id for e in examples}), desc="encode", disable=not progress)}
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
@@ -106,11 +113,9 @@ def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, t
 
     scene_classes = {sid: [scanrefer_class(o.nyu40_id) for o in pack.scene(sid).annotated_objects()]
                      for sid in encodings}
-    for i in tqdm(range(0, len(examples), batch_size), desc=f"predict {split}", disable=not progress):
-        chunk = examples[i:i + batch_size]
+    for n, chunk in tqdm(batches, desc=f"predict {split}", disable=not progress):
         jobs = [(e.scene_id, pack.views(e, views, num_views) if views != "none" else [], e.query()) for e in chunk]
-        chunk_settings = GenerationSettings(max_new_tokens=max(budget(e) for e in chunk))
-        for e, res in zip(chunk, run(jobs, chunk_settings)):
+        for e, res in zip(chunk, run(jobs, GenerationSettings(max_new_tokens=n))):
             extra = {}
             if e.task == "grounding" and e.object_ids:
                 obj = pack.scene(e.scene_id).object(e.object_ids[0])
