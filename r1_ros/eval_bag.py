@@ -16,7 +16,6 @@ predictions.jsonl, results.json and results.md to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys

@@ -74,3 +74,36 @@ def test_files_of_different_examples_are_refused(tmp_path):
     b = _predictions(0, n_qa=39)
     with pytest.raises(ValueError, match="QA EM: 1 examples are in only one of the two files"):
         paired.main([_write(tmp_path, "a.jsonl", a), _write(tmp_path, "b.jsonl", b)])
+
+
+def _captioned(seed: int, n: int = 30) -> list[dict]:
+    """Dialogue examples with varied references (CIDEr's idf needs them); the last one repeats."""
+    rng = np.random.default_rng(seed)
+    words = ["red chair", "blue table", "green pillow", "white door", "brown bed", "black lamp"]
+    preds = []
+    for i in range(n - 1):
+        ref = f"the {words[i % 6]} by the wall {i % 4}"
+        answer = ref if rng.random() < 0.5 else f"a {words[(i + 1) % 6]}"
+        preds.append({"task": "dialogue", "scene_id": f"s{i % 5}", "question": f"d{i}", "object_ids": [],
+                      "references": [ref], "answer": answer})
+    return preds + [dict(preds[-1])]
+
+
+def test_cider_rows_equal_the_benchmark_scorer_and_count_repeated_examples(tmp_path):
+    from r1_core.eval.captions import caption_metrics
+
+    a = _captioned(0)
+    assert paired._keys(a)[-1][-1] == 1          # the last example repeats the one before it: both count
+    b = json.loads(json.dumps(a))
+    for p in b[:10]:
+        p["answer"] = p["references"][0]         # B gets 10 more answers exactly right
+    out = paired.main([_write(tmp_path, "a.jsonl", a), _write(tmp_path, "b.jsonl", b), "--cider-samples", "300"])
+    row = {r["metric"]: r for r in out["rows"]}["Dialogue CIDEr"]
+    assert row["n"] == len(a)
+    for name, preds in (("A", a), ("B", b)):
+        ref = caption_metrics({i: p["answer"] for i, p in enumerate(preds)},
+                              {i: p["references"] for i, p in enumerate(preds)}, metrics=("CIDEr",))["CIDEr"]
+        assert row[name] == pytest.approx(100 * ref)
+    assert row["diff"] > 0 and 0 < row["ci95"][0] < row["diff"] < row["ci95"][1]
+    same = paired.main([_write(tmp_path, "a.jsonl", a), _write(tmp_path, "a2.jsonl", a), "--cider-samples", "50"])
+    assert {r["metric"]: r for r in same["rows"]}["Dialogue CIDEr"]["ci95"] == [0, 0]
