@@ -184,6 +184,47 @@ def test_grpo_raises_the_mean_reward_of_a_toy_task(sft_run):
     assert (root / "grpo" / "final" / "adapter.safetensors").is_file()
 
 
+def _letter_e(prompts, completions, **kw):
+    r = [c.count("e") / max(1, len(c)) for c in completions]
+    return r, {"toy": r}
+
+
+def test_grpo_resumed_at_a_checkpoint_ends_where_the_whole_run_ends(sft_run, tmp_path):
+    """A run split over two machines: resuming at checkpoint-2 must give the uninterrupted run's
+    rewards for steps 2.. and its final adapter."""
+    import copy
+
+    from r1_core.model.checkpoint import CheckpointError
+    from training.grpo import train_grpo
+
+    root, recipe, _ = sft_run
+    recipe = copy.deepcopy(recipe)
+    g = recipe.grpo
+    g.tasks, g.steps, g.prompts_per_step, g.group_size, g.max_new_tokens = ("grounding",), 4, 2, 4, 8
+    g.save_every, g.log_every, g.beta, g.optim.lr, g.optim.warmup_steps = 2, 1, 0.01, 0.02, 1
+    pack, init = TrainingPack(root / "pack"), root / "sft" / "final"
+    whole = train_grpo(recipe, pack, tmp_path / "whole", init=init, progress=False, reward_fn=_letter_e)
+    ckpt = tmp_path / "whole" / "checkpoint-2"
+    moved = load_file(ckpt / "adapter.safetensors")
+    sft = load_file(init / "adapter.safetensors")
+    assert any(not torch.equal(moved[k], sft[k]) for k in sft)       # resuming from SFT would not pass
+    resumed = train_grpo(recipe, pack, tmp_path / "resumed", init=init, progress=False, reward_fn=_letter_e,
+                         resume=ckpt)
+    assert resumed["reward_history"] == pytest.approx(whole["reward_history"][2:], abs=1e-6)
+    a = load_file(tmp_path / "whole" / "final" / "adapter.safetensors")
+    b = load_file(tmp_path / "resumed" / "final" / "adapter.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    lrs = [m["lr"] for m in read_metrics(tmp_path / "resumed") if m.get("stage") == "grpo"]
+    assert lrs == pytest.approx([m["lr"] for m in read_metrics(tmp_path / "whole") if m.get("stage") == "grpo"][2:])
+
+    g.optim.lr = 0.01
+    with pytest.raises(CheckpointError, match="another grpo recipe"):
+        train_grpo(recipe, pack, tmp_path / "other", init=init, progress=False, reward_fn=_letter_e, resume=ckpt)
+    with pytest.raises(CheckpointError, match="no train_state.pt"):
+        train_grpo(recipe, pack, tmp_path / "sft", init=init, progress=False, reward_fn=_letter_e, resume=init)
+
+
 def test_evaluation_predicts_and_scores(sft_run):
     from r1_core.model.checkpoint import load_checkpoint
     from training.evaluate import predict, score

@@ -4,6 +4,7 @@
     r1 train pack     --recipe config/train/nano.yaml --data data/synth --detector runs/nano/detector --out runs/nano/pack
     r1 train sft      --recipe config/train/nano.yaml --pack runs/nano/pack --detector runs/nano/detector --out runs/nano/sft
     r1 train grpo     --recipe config/train/nano.yaml --pack runs/nano/pack --init runs/nano/sft/final --out runs/nano/grpo
+    r1 train grpo     … --resume runs/nano/grpo/checkpoint-14   # continue a run (e.g. on the next GPU machine)
     r1 train all      --recipe config/train/nano.yaml --data data/synth --out runs/nano   # all of the above
     r1 eval --checkpoint runs/nano/grpo/final --pack runs/nano/pack --out runs/nano/eval/grpo --name "R1-nano"
     r1 eval --predictions runs/nano/eval/grpo/predictions.jsonl --out runs/nano/eval/grpo --name "R1-nano"
@@ -84,7 +85,8 @@ def _grpo(args) -> int:
     from training.data import TrainingPack
     from training.grpo import train_grpo
 
-    summary = train_grpo(_recipe(args), TrainingPack(args.pack), args.out, init=args.init)
+    summary = train_grpo(_recipe(args), TrainingPack(args.pack), args.out, init=args.init,
+                         resume=args.resume)
     print(json.dumps({k: v for k, v in summary.items() if k != "reward_history"}))
     return 0
 
@@ -96,7 +98,7 @@ def _all(args) -> int:
     _detector(ns(**base, data=args.data, out=out / "detector", workers=args.workers))
     _pack(ns(**base, data=args.data, out=out / "pack", detector=out / "detector", workers=args.workers))
     _sft(ns(**base, pack=out / "pack", out=out / "sft", detector=out / "detector", init=None))
-    _grpo(ns(**base, pack=out / "pack", out=out / "grpo", init=out / "sft" / "final"))
+    _grpo(ns(**base, pack=out / "pack", out=out / "grpo", init=out / "sft" / "final", resume=None))
     return 0
 
 
@@ -171,6 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.add_argument("--pack", required=True)
     p.add_argument("--init", required=True, help="the SFT checkpoint (also the KL reference)")
+    p.add_argument("--resume", help="continue a run at its checkpoint-N directory (same --init, recipe and pack)")
     p.set_defaults(func=_grpo)
     p = ts.add_parser("all", help="detector, pack, sft and grpo in sequence under --out")
     common(p, data=True)

@@ -96,7 +96,8 @@ def save_state(path: str | Path, step: int, optimizer, scheduler, extra: dict | 
     tmp = path.with_suffix(".tmp")
     torch.save({
         "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "extra": extra or {},
     }, tmp)
     os.replace(tmp, path)
@@ -109,4 +110,6 @@ def load_state(path: str | Path, optimizer, scheduler) -> tuple[int, dict]:
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"].get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"]), state["extra"]

@@ -16,6 +16,11 @@ vLLM); our prompts carry point-cloud and view embeddings spliced at placeholder 
 for Qwen2.5-VL, 3-axis rotary positions — the trainer cannot carry them without re-implementing
 its generation and batching. The loss itself is the same function (checked in the tests).
 
+A run split over several machines (a GPU machine is held for 30 minutes at most): every
+`save_every` steps a checkpoint-N directory also holds the optimiser, scheduler and RNG states
+(`train_state.pt`); `--resume checkpoint-N`, with the same --init, recipe and pack, continues at
+step N with the batches and sampling seeds the uninterrupted run would have used.
+
 What trains: the LoRA adapter (the policy). The reference policy is the SFT adapter, kept as a
 second, frozen peft adapter on the same base weights; encoder, projector and view encoders stay
 as SFT left them, so policy and reference see identical inputs.
@@ -34,7 +39,7 @@ from r1_core.model.answer import AnswerFormatError, resolve_refs
 from r1_core.model.checkpoint import save_checkpoint
 from r1_core.model.generate import GenerationSettings, generate
 from r1_core.model.r1model import R1Model
-from training.common import MetricLogger, make_optimizer, seed_everything
+from training.common import MetricLogger, load_state, make_optimizer, save_state, seed_everything
 from training.data import TrainingPack
 from training.grpo_loss import group_advantages, grpo_loss
 from training.recipe import Recipe, accelerate_precision
@@ -42,6 +47,7 @@ from training.rewards import CombinedReward, RewardConfig
 from training.sft import build_model, encode_scenes, global_batches
 
 REFERENCE = "reference"
+TRAIN_STATE = "train_state.pt"
 
 
 def add_reference_adapter(model: R1Model) -> None:
@@ -80,12 +86,35 @@ def completion_logprobs(model: R1Model, samples, chunk: list[int]) -> tuple[torc
     return out, m
 
 
+def load_policy(model: R1Model, checkpoint: str | Path, grpo_config: str) -> None:
+    """Put a GRPO checkpoint's adapter into the policy ("default") adapter, after checking that it
+    was written by a run with this GRPO config and holds its training state."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from r1_core.model.checkpoint import ADAPTER_FILE, CheckpointError, read_model_config
+
+    checkpoint = Path(checkpoint)
+    for name in (ADAPTER_FILE, TRAIN_STATE):
+        if not (checkpoint / name).is_file():
+            raise CheckpointError(f"--resume {checkpoint}: no {name}; expected a GRPO checkpoint-N directory "
+                                  f"(written every grpo.save_every steps)")
+    if read_model_config(checkpoint) != model.cfg:
+        raise CheckpointError(f"--resume {checkpoint}: its model config differs from the --init checkpoint's")
+    saved = torch.load(checkpoint / TRAIN_STATE, weights_only=False)["extra"].get("grpo")
+    if saved != grpo_config:
+        raise CheckpointError(f"--resume {checkpoint}: written with another grpo recipe; resume needs the same one.\n"
+                              f"saved:\n{saved}\nnow:\n{grpo_config}")
+    set_peft_model_state_dict(model.lm, load_file(checkpoint / ADAPTER_FILE), adapter_name="default")
+
+
 def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: str | Path,
-               progress: bool = True, reward_fn=None) -> dict:
+               progress: bool = True, reward_fn=None, resume: str | Path | None = None) -> dict:
     """Run GRPO from an SFT checkpoint; writes out_dir/final, metrics.jsonl, tb/. Returns a summary.
 
     `reward_fn(prompts, completions, **kw) -> (total, per_reward)` replaces the configured
-    CombinedReward (toy tasks in tests)."""
+    CombinedReward (toy tasks in tests). `resume`: a checkpoint-N of a run with the same init,
+    recipe and pack; training continues at step N."""
     from accelerate import Accelerator
 
     cfg = recipe.grpo
@@ -101,7 +130,10 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         raise ValueError("GRPO trains the LoRA adapter: the SFT checkpoint has lora.rank = 0")
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name and ".default." in name)
-    add_reference_adapter(model)
+    add_reference_adapter(model)                    # the reference is always the SFT (--init) adapter
+    grpo_config = format_config(cfg)
+    if resume is not None:
+        load_policy(model, resume, grpo_config)
     policy_params = [p for p in model.parameters() if p.requires_grad]
     examples = [e for e in pack.examples("train") if e.task in cfg.tasks]
     if not examples:
@@ -110,14 +142,21 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     reward_fn = reward_fn or CombinedReward(RewardConfig(weights=dict(cfg.reward_weights)))
     opt, sched = make_optimizer(policy_params, cfg.optim, cfg.steps)
     opt = acc.prepare(opt)
+    start = 0
+    if resume is not None:
+        start, _ = load_state(Path(resume) / TRAIN_STATE, opt, sched)
+        if not 0 < start < cfg.steps:
+            raise ValueError(f"--resume {resume}: saved at step {start}, expected one in 1..{cfg.steps - 1}")
     log = MetricLogger(out_dir, enabled=acc.is_main_process)
     world, rank = acc.num_processes, acc.process_index
     G = cfg.group_size
     settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, do_sample=True,
                                   temperature=cfg.temperature, top_p=cfg.top_p)
-    bar = tqdm(total=cfg.steps, desc="grpo", disable=not (progress and acc.is_main_process))
+    bar = tqdm(total=cfg.steps, initial=start, desc="grpo", disable=not (progress and acc.is_main_process))
     history: list[float] = []
     for step, gbatch in enumerate(global_batches(len(examples), cfg.prompts_per_step * world, cfg.steps, cfg.seed)):
+        if step < start:
+            continue                                  # resumed: these batches were trained on already
         chunk_ex = [examples[i] for i in gbatch[rank::world]]
         # ---- sample G completions per prompt from the current policy --------------------------
         model.eval()
@@ -202,7 +241,8 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                     vals[k] = float(np.mean(v))
             log.log(step, vals, stage="grpo")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and acc.is_main_process:
-            save_checkpoint(model, out_dir / f"checkpoint-{step + 1}", extra=pack.view_selection_tensors())
+            ckpt = save_checkpoint(model, out_dir / f"checkpoint-{step + 1}", extra=pack.view_selection_tensors())
+            save_state(ckpt / TRAIN_STATE, step + 1, opt, sched, extra={"grpo": grpo_config})
     acc.wait_for_everyone()
     if acc.is_main_process:  # the checkpoint holds the policy ("default") adapter only
         save_checkpoint(model, out_dir / "final", extra=pack.view_selection_tensors())

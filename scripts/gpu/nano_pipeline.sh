@@ -12,6 +12,9 @@
 #       minutes at most), e.g. the shipped r1_core/assets/r1-nano: the pack is rebuilt with its
 #       detector (frozen after stage 0, so it is the pack the checkpoint was trained on); no
 #       detector or SFT stage; the SFT checkpoint's predictions are made beside GRPO's at the end.
+#   SFT_FROM=CHECKPOINT GRPO_RESUME=<earlier machine's run/grpo/checkpoint-N> scripts/gpu/nano_pipeline.sh WORKDIR
+#       a GRPO run longer than one machine holds: continue at the last checkpoint-N (every
+#       grpo.save_every steps, with its optimiser state) of the run a previous machine started.
 # Other settings (environment): SCENES / VAL_SCENES / VAL_FROM (`r1 data synth`), SETS ("key=value
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
 # e.g. eval_sft), WAIT_FOR (a file: SFT and GRPO start once it exists, e.g. when the backbone wheels
@@ -55,7 +58,7 @@ else
   stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size 64
 fi
 wait_for_file
-stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo"
+stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo" ${GRPO_RESUME:+--resume "$GRPO_RESUME"}
 # the GRPO checkpoint's two evaluations (and, on a machine that got the SFT checkpoint through SFT_FROM,
 # the SFT checkpoint's) share the GPU side by side (each is input-bound); STOP_AFTER names no stage
 # after grpo
