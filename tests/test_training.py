@@ -218,11 +218,39 @@ def test_grpo_resumed_at_a_checkpoint_ends_where_the_whole_run_ends(sft_run, tmp
     lrs = [m["lr"] for m in read_metrics(tmp_path / "resumed") if m.get("stage") == "grpo"]
     assert lrs == pytest.approx([m["lr"] for m in read_metrics(tmp_path / "whole") if m.get("stage") == "grpo"][2:])
 
+    with pytest.raises(CheckpointError, match="init_sha256 differs"):     # another KL reference
+        train_grpo(recipe, pack, tmp_path / "other", init=ckpt, progress=False, reward_fn=_letter_e, resume=ckpt)
+    g.save_every = 1                                   # how often to save is not part of the run
+    with pytest.raises(CheckpointError, match="saved at step 4, expected one in 1..3"):   # a finished run
+        train_grpo(recipe, pack, tmp_path / "other", init=init, progress=False, reward_fn=_letter_e,
+                   resume=tmp_path / "whole" / "checkpoint-4")
     g.optim.lr = 0.01
-    with pytest.raises(CheckpointError, match="another grpo recipe"):
+    with pytest.raises(CheckpointError, match=r"grpo differs(.|\n)*-  lr: 0.02\n\+  lr: 0.01"):
         train_grpo(recipe, pack, tmp_path / "other", init=init, progress=False, reward_fn=_letter_e, resume=ckpt)
     with pytest.raises(CheckpointError, match="no train_state.pt"):
         train_grpo(recipe, pack, tmp_path / "sft", init=init, progress=False, reward_fn=_letter_e, resume=init)
+
+
+def test_training_state_restores_optimiser_scheduler_and_random_streams(tmp_path):
+    import random
+
+    from training.common import load_state, save_state
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    w.grad = torch.ones(3)
+    opt.step()
+    sched.step()
+    save_state(tmp_path / "state.pt", 7, opt, sched, extra={"k": "v"})
+    draws = (random.random(), np.random.rand(), torch.rand(2))
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lambda s: 1.0 / (1 + s))
+    step, extra = load_state(tmp_path / "state.pt", opt2, sched2)
+    assert (step, extra) == (7, {"k": "v"})
+    assert (random.random(), np.random.rand()) == draws[:2] and torch.equal(torch.rand(2), draws[2])
+    assert sched2.get_last_lr() == sched.get_last_lr() and sched2.last_epoch == 1
+    torch.testing.assert_close(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
 def test_evaluation_predicts_and_scores(sft_run):

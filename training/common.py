@@ -97,19 +97,19 @@ def save_state(path: str | Path, step: int, optimizer, scheduler, extra: dict | 
     torch.save({
         "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},   # this process's device
         "extra": extra or {},
     }, tmp)
     os.replace(tmp, path)
 
 
 def load_state(path: str | Path, optimizer, scheduler) -> tuple[int, dict]:
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")   # the optimiser moves it to its params
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"].get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
     return int(state["step"]), state["extra"]

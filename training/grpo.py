@@ -18,8 +18,10 @@ its generation and batching. The loss itself is the same function (checked in th
 
 A run split over several machines (a GPU machine is held for 30 minutes at most): every
 `save_every` steps a checkpoint-N directory also holds the optimiser, scheduler and RNG states
-(`train_state.pt`); `--resume checkpoint-N`, with the same --init, recipe and pack, continues at
-step N with the batches and sampling seeds the uninterrupted run would have used.
+(`train_state.pt`); `--resume checkpoint-N`, with the same --init, recipe, pack and process count
+(checked), continues at step N with the batches and sampling seeds the uninterrupted run would
+have used. With several processes every rank resumes with rank 0's RNG state, so LoRA-dropout
+masks on the other ranks differ from the uninterrupted run's.
 
 What trains: the LoRA adapter (the policy). The reference policy is the SFT adapter, kept as a
 second, frozen peft adapter on the same base weights; encoder, projector and view encoders stay
@@ -86,9 +88,30 @@ def completion_logprobs(model: R1Model, samples, chunk: list[int]) -> tuple[torc
     return out, m
 
 
-def load_policy(model: R1Model, checkpoint: str | Path, grpo_config: str) -> None:
-    """Put a GRPO checkpoint's adapter into the policy ("default") adapter, after checking that it
-    was written by a run with this GRPO config and holds its training state."""
+def run_identity(cfg, init: str | Path, examples: list, world: int) -> dict[str, str | int]:
+    """What a resumed run must share with the run it continues: the GRPO settings that shape
+    training (not save_every/log_every), the process count (it sets the batches and sampling
+    seeds), the --init checkpoint (the policy's start and the KL reference) and the examples."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from r1_core.model.checkpoint import ADAPTER_FILE, PARTS_FILE
+
+    init_hash = hashlib.sha256()
+    for name in (ADAPTER_FILE, PARTS_FILE):
+        init_hash.update((Path(init) / name).read_bytes())
+    ex = json.dumps([(e.scene_id, e.task, e.text) for e in examples]).encode()
+    return {"grpo": format_config(dataclasses.replace(cfg, save_every=0, log_every=1)), "processes": world,
+            "init_sha256": init_hash.hexdigest(), "examples_sha256": hashlib.sha256(ex).hexdigest()}
+
+
+def load_policy(model: R1Model, checkpoint: str | Path, identity: dict, steps: int) -> None:
+    """Check that a GRPO checkpoint-N continues this run (files, model config, run identity,
+    step) and put its adapter into the policy ("default") adapter."""
+    import dataclasses
+    import difflib
+
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -99,12 +122,23 @@ def load_policy(model: R1Model, checkpoint: str | Path, grpo_config: str) -> Non
         if not (checkpoint / name).is_file():
             raise CheckpointError(f"--resume {checkpoint}: no {name}; expected a GRPO checkpoint-N directory "
                                   f"(written every grpo.save_every steps)")
-    if read_model_config(checkpoint) != model.cfg:
-        raise CheckpointError(f"--resume {checkpoint}: its model config differs from the --init checkpoint's")
-    saved = torch.load(checkpoint / TRAIN_STATE, weights_only=False)["extra"].get("grpo")
-    if saved != grpo_config:
-        raise CheckpointError(f"--resume {checkpoint}: written with another grpo recipe; resume needs the same one.\n"
-                              f"saved:\n{saved}\nnow:\n{grpo_config}")
+    saved_cfg, now_cfg = dataclasses.asdict(read_model_config(checkpoint)), dataclasses.asdict(model.cfg)
+    differ = [k for k in now_cfg if saved_cfg.get(k) != now_cfg[k]]
+    if differ:
+        raise CheckpointError(f"--resume {checkpoint}: model config fields {differ} differ from the --init checkpoint's")
+    state = torch.load(checkpoint / TRAIN_STATE, weights_only=False, map_location="cpu")
+    saved = state["extra"]
+    for key, now in identity.items():
+        if saved.get(key) != now:
+            if key == "grpo":
+                diff = "\n".join(difflib.unified_diff(str(saved.get(key)).splitlines(), now.splitlines(),
+                                                      "saved", "now", lineterm="", n=0))
+            else:
+                diff = f"saved: {saved.get(key)}\nnow:   {now}"
+            raise CheckpointError(f"--resume {checkpoint}: {key} differs from the run it continues "
+                                  f"(expected the same --init, pack, grpo recipe and process count)\n{diff}")
+    if not 0 < state["step"] < steps:
+        raise CheckpointError(f"--resume {checkpoint}: saved at step {state['step']}, expected one in 1..{steps - 1}")
     set_peft_model_state_dict(model.lm, load_file(checkpoint / ADAPTER_FILE), adapter_name="default")
 
 
@@ -131,22 +165,20 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name and ".default." in name)
     add_reference_adapter(model)                    # the reference is always the SFT (--init) adapter
-    grpo_config = format_config(cfg)
-    if resume is not None:
-        load_policy(model, resume, grpo_config)
     policy_params = [p for p in model.parameters() if p.requires_grad]
     examples = [e for e in pack.examples("train") if e.task in cfg.tasks]
     if not examples:
         raise ValueError(f"no GRPO examples for tasks {cfg.tasks} in {pack.root}")
+    identity = run_identity(cfg, init, examples, acc.num_processes)
+    if resume is not None:
+        load_policy(model, resume, identity, cfg.steps)
     encodings = encode_scenes(model, pack, [e.scene_id for e in examples], progress and acc.is_main_process)
     reward_fn = reward_fn or CombinedReward(RewardConfig(weights=dict(cfg.reward_weights)))
     opt, sched = make_optimizer(policy_params, cfg.optim, cfg.steps)
     opt = acc.prepare(opt)
     start = 0
     if resume is not None:
-        start, _ = load_state(Path(resume) / TRAIN_STATE, opt, sched)
-        if not 0 < start < cfg.steps:
-            raise ValueError(f"--resume {resume}: saved at step {start}, expected one in 1..{cfg.steps - 1}")
+        start, _ = load_state(Path(resume) / TRAIN_STATE, opt, sched)   # rank 0's RNG states, on every rank
     log = MetricLogger(out_dir, enabled=acc.is_main_process)
     world, rank = acc.num_processes, acc.process_index
     G = cfg.group_size
@@ -242,7 +274,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             log.log(step, vals, stage="grpo")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and acc.is_main_process:
             ckpt = save_checkpoint(model, out_dir / f"checkpoint-{step + 1}", extra=pack.view_selection_tensors())
-            save_state(ckpt / TRAIN_STATE, step + 1, opt, sched, extra={"grpo": grpo_config})
+            save_state(ckpt / TRAIN_STATE, step + 1, opt, sched, extra=identity)
     acc.wait_for_everyone()
     if acc.is_main_process:  # the checkpoint holds the policy ("default") adapter only
         save_checkpoint(model, out_dir / "final", extra=pack.view_selection_tensors())
