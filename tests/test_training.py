@@ -234,7 +234,7 @@ def test_grpo_resumed_at_a_checkpoint_ends_where_the_whole_run_ends(sft_run, tmp
 def test_training_state_restores_optimiser_scheduler_and_random_streams(tmp_path):
     import random
 
-    from training.common import load_state, save_state
+    from training.common import read_state, restore_state, save_state
 
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.AdamW([w], lr=0.1)
@@ -246,7 +246,8 @@ def test_training_state_restores_optimiser_scheduler_and_random_streams(tmp_path
     draws = (random.random(), np.random.rand(), torch.rand(2))
     opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
     sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lambda s: 1.0 / (1 + s))
-    step, extra = load_state(tmp_path / "state.pt", opt2, sched2)
+    state = read_state(tmp_path / "state.pt")
+    step, extra = restore_state(state, opt2, sched2), state["extra"]
     assert (step, extra) == (7, {"k": "v"})
     assert (random.random(), np.random.rand()) == draws[:2] and torch.equal(torch.rand(2), draws[2])
     assert sched2.get_last_lr() == sched.get_last_lr() and sched2.last_epoch == 1

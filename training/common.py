@@ -103,8 +103,13 @@ def save_state(path: str | Path, step: int, optimizer, scheduler, extra: dict | 
     os.replace(tmp, path)
 
 
-def load_state(path: str | Path, optimizer, scheduler) -> tuple[int, dict]:
-    state = torch.load(path, weights_only=False, map_location="cpu")   # the optimiser moves it to its params
+def read_state(path: str | Path) -> dict:
+    """A `save_state` file: step, optimiser, scheduler, rng and extra."""
+    return torch.load(path, weights_only=False, map_location="cpu")   # the optimiser moves it to its params
+
+
+def restore_state(state: dict, optimizer, scheduler) -> int:
+    """Put a `read_state` dict's optimiser, scheduler and RNG states back; returns its step."""
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     random.setstate(state["rng"]["python"])
@@ -112,4 +117,4 @@ def load_state(path: str | Path, optimizer, scheduler) -> tuple[int, dict]:
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"].get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng"]["cuda"])
-    return int(state["step"]), state["extra"]
+    return int(state["step"])

@@ -41,7 +41,7 @@ from r1_core.model.answer import AnswerFormatError, resolve_refs
 from r1_core.model.checkpoint import save_checkpoint
 from r1_core.model.generate import GenerationSettings, generate
 from r1_core.model.r1model import R1Model
-from training.common import MetricLogger, load_state, make_optimizer, save_state, seed_everything
+from training.common import MetricLogger, make_optimizer, read_state, restore_state, save_state, seed_everything
 from training.data import TrainingPack
 from training.grpo_loss import group_advantages, grpo_loss
 from training.recipe import Recipe, accelerate_precision
@@ -106,16 +106,14 @@ def run_identity(cfg, init: str | Path, examples: list, world: int) -> dict[str,
             "init_sha256": init_hash.hexdigest(), "examples_sha256": hashlib.sha256(ex).hexdigest()}
 
 
-def load_policy(model: R1Model, checkpoint: str | Path, identity: dict, steps: int) -> None:
+def load_policy(model: R1Model, checkpoint: str | Path, identity: dict, steps: int) -> dict:
     """Check that a GRPO checkpoint-N continues this run (files, model config, run identity,
-    step) and put its adapter into the policy ("default") adapter."""
+    step), put its adapter into the policy ("default") adapter and return its training state
+    (`read_state`)."""
     import dataclasses
     import difflib
 
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    from r1_core.model.checkpoint import ADAPTER_FILE, CheckpointError, read_model_config
+    from r1_core.model.checkpoint import ADAPTER_FILE, CheckpointError, load_adapter, read_model_config
 
     checkpoint = Path(checkpoint)
     for name in (ADAPTER_FILE, TRAIN_STATE):
@@ -126,7 +124,7 @@ def load_policy(model: R1Model, checkpoint: str | Path, identity: dict, steps: i
     differ = [k for k in now_cfg if saved_cfg.get(k) != now_cfg[k]]
     if differ:
         raise CheckpointError(f"--resume {checkpoint}: model config fields {differ} differ from the --init checkpoint's")
-    state = torch.load(checkpoint / TRAIN_STATE, weights_only=False, map_location="cpu")
+    state = read_state(checkpoint / TRAIN_STATE)
     saved = state["extra"]
     for key, now in identity.items():
         if saved.get(key) != now:
@@ -139,7 +137,8 @@ def load_policy(model: R1Model, checkpoint: str | Path, identity: dict, steps: i
                                   f"(expected the same --init, pack, grpo recipe and process count)\n{diff}")
     if not 0 < state["step"] < steps:
         raise CheckpointError(f"--resume {checkpoint}: saved at step {state['step']}, expected one in 1..{steps - 1}")
-    set_peft_model_state_dict(model.lm, load_file(checkpoint / ADAPTER_FILE), adapter_name="default")
+    load_adapter(model, checkpoint, adapter_name="default")
+    return state
 
 
 def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: str | Path,
@@ -170,15 +169,13 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     if not examples:
         raise ValueError(f"no GRPO examples for tasks {cfg.tasks} in {pack.root}")
     identity = run_identity(cfg, init, examples, acc.num_processes)
-    if resume is not None:
-        load_policy(model, resume, identity, cfg.steps)
+    resume_state = load_policy(model, resume, identity, cfg.steps) if resume is not None else None
     encodings = encode_scenes(model, pack, [e.scene_id for e in examples], progress and acc.is_main_process)
     reward_fn = reward_fn or CombinedReward(RewardConfig(weights=dict(cfg.reward_weights)))
     opt, sched = make_optimizer(policy_params, cfg.optim, cfg.steps)
     opt = acc.prepare(opt)
-    start = 0
-    if resume is not None:
-        start, _ = load_state(Path(resume) / TRAIN_STATE, opt, sched)   # rank 0's RNG states, on every rank
+    # rank 0's RNG states, on every rank
+    start = restore_state(resume_state, opt, sched) if resume_state is not None else 0
     log = MetricLogger(out_dir, enabled=acc.is_main_process)
     world, rank = acc.num_processes, acc.process_index
     G = cfg.group_size

@@ -47,10 +47,11 @@ def _parts_state(model: R1Model) -> dict[str, torch.Tensor]:
     return out
 
 
-def _adapter_state(model: R1Model) -> dict[str, torch.Tensor]:
+def _adapter_state(model: R1Model, adapter_name: str = "default") -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(model.lm).items()}
+    return {k: v.detach().to("cpu").contiguous()
+            for k, v in get_peft_model_state_dict(model.lm, adapter_name=adapter_name).items()}
 
 
 def save_checkpoint(model: R1Model, path: str | Path, extra: dict[str, torch.Tensor] | None = None) -> Path:
@@ -124,6 +125,26 @@ def _load_strict(mod: torch.nn.Module, state: dict[str, torch.Tensor], what: str
     mod.load_state_dict(state)
 
 
+def load_adapter(model: R1Model, path: str | Path, adapter_name: str = "default") -> None:
+    """Load a checkpoint's LoRA adapter into the model's adapter `adapter_name`, after checking
+    that its tensors are the ones the model's LoRA config builds."""
+    from peft import set_peft_model_state_dict
+
+    path = Path(path)
+    if not (path / ADAPTER_FILE).is_file():
+        raise CheckpointError(f"{path}: lora.rank={model.cfg.lora.rank} but {ADAPTER_FILE} is missing")
+    adapter = load_file(path / ADAPTER_FILE)
+    expected = _adapter_state(model, adapter_name)
+    if set(adapter) != set(expected):
+        raise CheckpointError(f"{path}: adapter tensors do not match the LoRA config "
+                              f"(missing {sorted(set(expected) - set(adapter))[:3]}, "
+                              f"unexpected {sorted(set(adapter) - set(expected))[:3]})")
+    for k, v in adapter.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"{path}: adapter {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+    set_peft_model_state_dict(model.lm, adapter, adapter_name=adapter_name)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     overrides: dict | None = None) -> tuple[R1Model, dict[str, torch.Tensor]]:
     """Rebuild the model from a checkpoint; returns (model in eval mode, extra tensors).
@@ -162,19 +183,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     if leftover:
         raise CheckpointError(f"{path}: parts for modules this config does not build: {sorted(set(k.split('.')[0] for k in leftover))}")
     if cfg.lora.rank > 0:
-        from peft import set_peft_model_state_dict
-
-        if not (path / ADAPTER_FILE).is_file():
-            raise CheckpointError(f"{path}: lora.rank={cfg.lora.rank} but {ADAPTER_FILE} is missing")
-        adapter = load_file(path / ADAPTER_FILE)
-        expected = _adapter_state(model)
-        if set(adapter) != set(expected):
-            raise CheckpointError(f"{path}: adapter tensors do not match the LoRA config "
-                                  f"(missing {sorted(set(expected) - set(adapter))[:3]}, "
-                                  f"unexpected {sorted(set(adapter) - set(expected))[:3]})")
-        for k, v in adapter.items():
-            if tuple(v.shape) != tuple(expected[k].shape):
-                raise CheckpointError(f"{path}: adapter {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
-        set_peft_model_state_dict(model.lm, adapter)
+        load_adapter(model, path)
     extra = load_file(path / EXTRA_FILE) if (path / EXTRA_FILE).is_file() else {}
     return model.to(device).eval(), extra
