@@ -231,6 +231,69 @@ def test_grpo_resumed_at_a_checkpoint_ends_where_the_whole_run_ends(sft_run, tmp
         train_grpo(recipe, pack, tmp_path / "sft", init=init, progress=False, reward_fn=_letter_e, resume=init)
 
 
+def test_grpo_runs_sampling_and_the_loss_in_the_recipe_precision(sft_run, tmp_path, monkeypatch):
+    """grpo.mixed_precision must reach every forward of the step: the LM's projections give bf16
+    under bf16 and float32 under fp32 (the policy is not wrapped by accelerate.prepare, whose
+    autocast would cover only `forward`). Each task gets its own new-token budget, and each
+    prompt's G completions come from a batch of its own budget."""
+    import copy
+
+    import training.grpo as grpo
+
+    root, recipe, _ = sft_run
+    recipe = copy.deepcopy(recipe)
+    g = recipe.grpo
+    pack = TrainingPack(root / "pack")
+    tasks = ("grounding", "qa")
+    assert {e.task for e in pack.examples("train")} >= set(tasks)
+    g.tasks, g.steps, g.prompts_per_step, g.group_size, g.max_new_tokens = tasks, 2, 6, 2, 3
+    g.task_max_new_tokens = {"qa": 5}
+    budgets, dtypes = [], set()
+    real = grpo.generate
+
+    def spy(model, batch, settings):
+        budgets.append(settings.max_new_tokens)
+        return [type(r)(f"<{settings.max_new_tokens}>{r.text}", r.token_ids, r.finish_reason)
+                for r in real(model, batch, settings)]
+
+    def reward(prompts, completions, tasks, **kw):
+        for t, c in zip(tasks, completions):
+            assert c.startswith(f"<{g.task_max_new_tokens.get(t, g.max_new_tokens)}>"), (t, c)
+        return _letter_e(prompts, completions)
+
+    monkeypatch.setattr(grpo, "generate", spy)
+    real_build = grpo.build_model
+
+    def build(*a, **k):
+        model = real_build(*a, **k)
+        proj = next(m for n, m in model.lm.named_modules() if n.endswith("q_proj.base_layer"))
+        proj.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype))
+        return model
+
+    monkeypatch.setattr(grpo, "build_model", build)
+    from accelerate.state import AcceleratorState
+
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        g.mixed_precision = precision
+        budgets.clear(); dtypes.clear()
+        AcceleratorState._reset_state()         # the precision is process-wide state in accelerate
+        grpo.train_grpo(recipe, pack, tmp_path / precision, init=root / "sft" / "final", progress=False,
+                        reward_fn=reward)
+        assert dtypes == {dtype}, precision
+        assert sorted(set(budgets)) == [3, 5] and len(budgets) <= 2 * g.steps, budgets
+    metrics = [m for m in read_metrics(tmp_path / "fp32") if m.get("stage") == "grpo"]
+    assert all(m["seconds_generate"] > 0 and m["seconds_update"] > 0 for m in metrics)
+
+
+def test_grpo_task_budgets_are_checked():
+    from training.recipe import GRPOConfig
+
+    with pytest.raises(ValueError, match="unknown task 'plan'"):
+        GRPOConfig(task_max_new_tokens={"plan": 384})
+    with pytest.raises(ValueError, match="task_max_new_tokens.planning: expected a positive integer, got 0"):
+        GRPOConfig(task_max_new_tokens={"planning": 0})
+
+
 def test_training_state_restores_optimiser_scheduler_and_random_streams(tmp_path):
     import random
 

@@ -29,7 +29,9 @@ as SFT left them, so policy and reference see identical inputs.
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,27 @@ def completion_logprobs(model: R1Model, samples, chunk: list[int]) -> tuple[torc
         out[b, : len(vals)] = vals
         m[b, : len(vals)] = True
     return out, m
+
+
+def sample_groups(model: R1Model, prompts: list[tuple], tasks: list[str], cfg, seed: int) -> list:
+    """cfg.group_size sampled completions per prompt, grouped per prompt (prompt-major). Prompts
+    are generated in batches of one new-token budget (`cfg.task_max_new_tokens[task]`, else
+    `cfg.max_new_tokens`): a batch runs until its longest sequence stops, so one long planning
+    answer would otherwise hold every short one. Batch k of the budgets in ascending order
+    samples with seed + k."""
+    G = cfg.group_size
+    budget = [cfg.task_max_new_tokens.get(t, cfg.max_new_tokens) for t in tasks]
+    order = sorted(range(len(prompts)), key=lambda i: budget[i])
+    results: list = [None] * (len(prompts) * G)
+    for k, (n, group) in enumerate(groupby(order, key=lambda i: budget[i])):
+        group = list(group)
+        samples = [model.prepare(*prompts[i]) for i in group for _ in range(G)]
+        settings = GenerationSettings(max_new_tokens=n, do_sample=True, temperature=cfg.temperature,
+                                      top_p=cfg.top_p, seed=seed + k)
+        out = generate(model, model.collate(samples, for_generation=True), settings)
+        for j, i in enumerate(group):
+            results[i * G:(i + 1) * G] = out[j * G:(j + 1) * G]
+    return results
 
 
 def run_identity(cfg, init: str | Path, examples: list, world: int) -> dict[str, str | int]:
@@ -171,7 +194,10 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     identity = run_identity(cfg, init, examples, acc.num_processes)
     resume_state = load_policy(model, resume, identity, cfg.steps) if resume is not None else None
     encodings = encode_scenes(model, pack, [e.scene_id for e in examples], progress and acc.is_main_process)
-    reward_fn = reward_fn or CombinedReward(RewardConfig(weights=dict(cfg.reward_weights)))
+    # the sentence encoder of the semantic reward runs beside the policy (on the CPU it took
+    # seconds per step)
+    reward_fn = reward_fn or CombinedReward(RewardConfig(weights=dict(cfg.reward_weights),
+                                                         encoder_device=str(acc.device)))
     opt, sched = make_optimizer(policy_params, cfg.optim, cfg.steps)
     opt = acc.prepare(opt)
     # rank 0's RNG states, on every rank
@@ -179,10 +205,10 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     log = MetricLogger(out_dir, enabled=acc.is_main_process)
     world, rank = acc.num_processes, acc.process_index
     G = cfg.group_size
-    settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, do_sample=True,
-                                  temperature=cfg.temperature, top_p=cfg.top_p)
     bar = tqdm(total=cfg.steps, initial=start, desc="grpo", disable=not (progress and acc.is_main_process))
     history: list[float] = []
+    seconds: dict[str, list[float]] = {"generate": [], "reward": [], "update": []}
+    max_budget = max([cfg.max_new_tokens, *cfg.task_max_new_tokens.values()])
     for step, gbatch in enumerate(global_batches(len(examples), cfg.prompts_per_step * world, cfg.steps, cfg.seed)):
         if step < start:
             continue                                  # resumed: these batches were trained on already
@@ -193,10 +219,11 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         for ex in chunk_ex:
             views = pack.views(ex, cfg.views, cfg.num_views) if cfg.views != "none" else []
             prompts.append((encodings[ex.scene_id], views, ex.query()))
-        with torch.no_grad():
-            gen_samples = [model.prepare(enc, v, q) for enc, v, q in prompts for _ in range(G)]
-            settings.seed = cfg.seed * 1_000_003 + step * world + rank
-            results = generate(model, model.collate(gen_samples, for_generation=True), settings)
+        t0 = time.perf_counter()
+        with torch.no_grad(), acc.autocast():
+            results = sample_groups(model, prompts, [ex.task for ex in chunk_ex], cfg,
+                                    seed=cfg.seed * 1_000_003 + step * world + rank)
+        t1 = time.perf_counter()
         # ---- rewards on the resolved answers ------------------------------------------------
         texts, gt_boxes, refs, tasks = [], [], [], []
         for i, res in enumerate(results):
@@ -212,6 +239,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         total, per_reward = reward_fn([ex.text for ex in chunk_ex for _ in range(G)], texts,
                                       gt_boxes=gt_boxes, references=refs, tasks=tasks)
         rewards = torch.tensor(total, dtype=torch.float32, device=acc.device)
+        t2 = time.perf_counter()
         advantages = group_advantages(rewards, G, scale=cfg.loss_type != "dr_grpo")
         # ---- policy update(s) -----------------------------------------------------------------
         model.train()
@@ -221,7 +249,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             ids = res.token_ids + ([model.eos_id] if res.finish_reason == "stop" and not res.text.endswith("</answer>") else [])
             samples.append(model.prepare(enc, v, q, target=ids or [model.eos_id]))
         chunks = [list(range(i, min(i + cfg.micro_batch, len(samples)))) for i in range(0, len(samples), cfg.micro_batch)]
-        with torch.no_grad():
+        with torch.no_grad(), acc.autocast():
             old = [completion_logprobs(model, samples, c)[0] for c in chunks]
             if cfg.beta > 0:
                 with reference_policy(model):
@@ -231,11 +259,12 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         for _ in range(cfg.num_iterations):
             opt.zero_grad(set_to_none=True)
             for ci, c in enumerate(chunks):
-                logp, mask = completion_logprobs(model, samples, c)
+                with acc.autocast():
+                    logp, mask = completion_logprobs(model, samples, c)
                 # micro-batches accumulate to exactly the full-batch loss of each aggregation
                 extra, weight = {}, len(c) / len(samples)
                 if cfg.loss_type == "dr_grpo":
-                    extra["max_completion_length"] = cfg.max_new_tokens + 1   # Dr. GRPO's fixed constant (+ EOS)
+                    extra["max_completion_length"] = max_budget + 1   # Dr. GRPO's fixed constant (+ EOS)
                 elif cfg.loss_type in ("dapo", "bnpo"):
                     extra, weight = {"num_items": n_tokens}, 1.0
                 loss, metrics = grpo_loss(logp, old[ci], ref[ci] if cfg.beta > 0 else None, advantages[c], mask,
@@ -254,6 +283,9 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             opt.step()
         sched.step()
         mean_r = float(acc.reduce(rewards.mean(), reduction="mean"))
+        seconds["generate"].append(t1 - t0)
+        seconds["reward"].append(t2 - t1)
+        seconds["update"].append(time.perf_counter() - t2)
         history.append(mean_r)
         bar.update(1)
         bar.set_postfix(reward=f"{mean_r:.3f}")
@@ -268,6 +300,9 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             for k, v in stats.items():
                 if v:
                     vals[k] = float(np.mean(v))
+            for k, v in seconds.items():              # mean seconds per step since the last log line
+                vals[f"seconds_{k}"] = float(np.mean(v))
+                v.clear()
             log.log(step, vals, stage="grpo")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and acc.is_main_process:
             ckpt = save_checkpoint(model, out_dir / f"checkpoint-{step + 1}", extra=pack.view_selection_tensors())

@@ -62,13 +62,14 @@ class GRPOConfig:
     tasks: tuple[str, ...] = ("grounding", "qa", "object_caption", "dense_caption", "reasoning")
     min_ref_iou: float = 0.25
     max_new_tokens: int = 160
+    task_max_new_tokens: dict = field(default_factory=dict)   # per-task budgets, e.g. {planning: 384}
     temperature: float = 1.0
     top_p: float = 1.0
     clip_eps: float = 0.2
     beta: float = 0.04               # KL weight
     loss_type: str = "grpo"          # grpo | bnpo | dr_grpo | dapo (training/grpo_loss.py)
     reward_weights: dict = field(default_factory=lambda: {"format": 1.0, "perception": 1.0, "semantic": 1.0})
-    mixed_precision: str = "fp32"    # fp32 | bf16 | fp16
+    mixed_precision: str = "fp32"    # fp32 | bf16 | fp16: autocast over sampling, log-probs and the loss
     log_every: int = 5
     save_every: int = 0
     gradient_checkpointing: bool = False   # recompute the LM's activations in backward: less memory, ~30% slower
@@ -81,6 +82,13 @@ class GRPOConfig:
             raise ValueError(f"grpo.loss_type: unknown {self.loss_type!r}; choose one of {list(LOSS_TYPES)}")
         if self.group_size < 2:
             raise ValueError(f"grpo.group_size must be >= 2 (advantages are group-normalised), got {self.group_size}")
+        from r1_core.query import TASKS
+
+        for task, n in self.task_max_new_tokens.items():
+            if task not in TASKS:
+                raise ValueError(f"grpo.task_max_new_tokens: unknown task {task!r}; choose from {list(TASKS)}")
+            if not isinstance(n, int) or n <= 0:
+                raise ValueError(f"grpo.task_max_new_tokens.{task}: expected a positive integer, got {n!r}")
 
 
 @dataclass

@@ -110,10 +110,11 @@ def generate(model, batch, settings: GenerationSettings,
         if all(done):
             break
         nxt = _sample(logits, settings, gen)
+        nxt_ids = nxt.tolist()          # one device-to-host copy per step, not one per sequence
         for b in range(B):
             if done[b]:
                 continue
-            t = int(nxt[b])
+            t = nxt_ids[b]
             if t in eos:
                 done[b], reasons[b] = True, "stop"
                 continue
