@@ -63,10 +63,13 @@ def test_streaming_deltas_concatenate_to_the_text_and_stop_string_ends(tiny):
     tiny.backbone.lm_head = Scripted()
     try:
         (res,) = generate(tiny, batch, GenerationSettings(max_new_tokens=50), on_text=[got.append])
+        state["i"] = 0      # without a callback texts are decoded only where a stop string may end
+        (quiet,) = generate(tiny, batch, GenerationSettings(max_new_tokens=50))
     finally:
         tiny.backbone.lm_head = real_head
     assert res.text == "ab</answer>" and res.finish_reason == "stop"
     assert "".join(got) == res.text
+    assert (quiet.text, quiet.token_ids, quiet.finish_reason) == (res.text, res.token_ids, res.finish_reason)
 
 
 def test_cancel_per_sequence(tiny):
@@ -112,3 +115,27 @@ def test_cuda_graph_decoding_matches_eager():
     eager = generate(model, batch, GenerationSettings(**s))
     graph = generate(model, batch, GenerationSettings(**s, cuda_graph=True))
     assert [r.token_ids for r in graph] == [r.token_ids for r in eager]
+
+
+@pytest.mark.gpu
+def test_cuda_graph_decoding_matches_eager_for_lora_under_bf16_autocast():
+    """GRPO's sampling: a peft LoRA model with a second (inactive) adapter, under bf16 autocast
+    without its weight cache, decoded from a captured graph gives eager decoding's tokens."""
+    from peft import LoraConfig, get_peft_model
+
+    bb = load_backbone("tiny", seed=5)
+    lora = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(bb.model, LoraConfig(**lora))
+    peft_model.add_adapter("reference", LoraConfig(**lora))
+    model = SimpleNamespace(backbone=bb, eos_id=bb.tokenizer.eos_token_id)
+    batch = _batch(model, ["the red chair is", "where is the bed next to the window?"])
+    bb.model.to("cuda")
+    batch = SimpleNamespace(**{k: v.detach().to("cuda") for k, v in vars(batch).items()})
+    s = dict(max_new_tokens=40, stop_strings=())
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+        eager = generate(model, batch, GenerationSettings(**s))
+        graph = generate(model, batch, GenerationSettings(**s, cuda_graph=True))
+        with peft_model.disable_adapter():
+            base = generate(model, batch, GenerationSettings(**s, cuda_graph=True))
+    assert [r.token_ids for r in graph] == [r.token_ids for r in eager]
+    assert [r.token_ids for r in base] != [r.token_ids for r in eager]      # the adapter is in the graph

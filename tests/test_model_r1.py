@@ -226,3 +226,22 @@ def test_class_order_groups_proposals_and_keeps_them_whole():
         assert torch.equal(a.token_inputs[j], b.token_inputs[k])
     with pytest.raises(ValueError, match="object_order"):
         tiny_config(object_order="size")
+
+
+def test_a_prompt_given_a_target_equals_the_prompt_prepared_with_it(trained):
+    """with_target (GRPO: one prepared prompt, G sampled completions) gives what prepare with the
+    target's token ids gives: ids, labels and the collated embeddings and log-probs."""
+    model, scene, vs, query = trained
+    target = model.tokenizer("<think>red chair</think><answer>", add_special_tokens=False)["input_ids"]
+    prompt = model.prepare(scene, vs, query)
+    a, b = model.with_target(prompt, target), model.prepare(scene, vs, query, target=target)
+    assert (a.input_ids, a.labels, a.prompt_len) == (b.input_ids, b.labels, b.prompt_len)
+    assert prompt.input_ids == b.input_ids[:b.prompt_len]                   # the prompt is left as it was
+    with torch.no_grad():
+        ba, bb = model.collate([a, a]), model.collate([b, b])
+        torch.testing.assert_close(ba.inputs_embeds, bb.inputs_embeds)
+        torch.testing.assert_close(model.token_logprobs(ba)[0], model.token_logprobs(bb)[0])
+    with pytest.raises(ValueError, match="already has a target"):
+        model.with_target(a, target)
+    with pytest.raises(ValueError, match="exceeds max_length"):
+        model.with_target(prompt, [target[0]] * model.cfg.max_length)

@@ -76,35 +76,37 @@ def reference_policy(model: R1Model):
         model.lm.set_adapter("default")
 
 
-def completion_logprobs(model: R1Model, samples, chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of the completions of samples[chunk], right-aligned to a (b, T) grid."""
-    batch = model.collate([samples[i] for i in chunk])
+def completion_logprobs(model: R1Model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of a collated batch's completions, right-aligned to a (b, T) grid."""
     logp, mask = model.token_logprobs(batch)
     T = int(mask.sum(1).max())
-    out = torch.zeros(len(chunk), T, device=logp.device)
-    m = torch.zeros(len(chunk), T, dtype=torch.bool, device=logp.device)
-    for b in range(len(chunk)):
+    n = len(batch.samples)
+    out = torch.zeros(n, T, device=logp.device)
+    m = torch.zeros(n, T, dtype=torch.bool, device=logp.device)
+    for b in range(n):
         vals = logp[b][mask[b]]
         out[b, : len(vals)] = vals
         m[b, : len(vals)] = True
     return out, m
 
 
-def sample_groups(model: R1Model, prompts: list[tuple], tasks: list[str], cfg, seed: int) -> list:
-    """cfg.group_size sampled completions per prompt, grouped per prompt (prompt-major). Prompts
-    are generated in batches of one new-token budget (`cfg.task_max_new_tokens[task]`, else
-    `cfg.max_new_tokens`): a batch runs until its longest sequence stops, so one long planning
-    answer would otherwise hold every short one. Batch k of the budgets in ascending order
-    samples with seed + k."""
+def sample_groups(model: R1Model, prompts: list, tasks: list[str], cfg, seed: int, cuda_graph: bool = False) -> list:
+    """cfg.group_size sampled completions per prepared prompt, grouped per prompt (prompt-major).
+    Prompts are generated in batches of one new-token budget (`cfg.task_max_new_tokens[task]`,
+    else `cfg.max_new_tokens`): a batch runs until its longest sequence stops, so one long
+    planning answer would otherwise hold every short one. Batch k of the budgets in ascending
+    order samples with seed + k. `cuda_graph`: decode steps replayed from a captured graph (eager
+    decoding of the LoRA model is bound by kernel launches: ~190 ms a step at 256 sequences on an
+    H100, GPU mostly idle)."""
     G = cfg.group_size
     budget = [cfg.task_max_new_tokens.get(t, cfg.max_new_tokens) for t in tasks]
     order = sorted(range(len(prompts)), key=lambda i: budget[i])
     results: list = [None] * (len(prompts) * G)
     for k, (n, group) in enumerate(groupby(order, key=lambda i: budget[i])):
         group = list(group)
-        samples = [model.prepare(*prompts[i]) for i in group for _ in range(G)]
+        samples = [prompts[i] for i in group for _ in range(G)]
         settings = GenerationSettings(max_new_tokens=n, do_sample=True, temperature=cfg.temperature,
-                                      top_p=cfg.top_p, seed=seed + k)
+                                      top_p=cfg.top_p, seed=seed + k, cuda_graph=cuda_graph)
         out = generate(model, model.collate(samples, for_generation=True), settings)
         for j, i in enumerate(group):
             results[i * G:(i + 1) * G] = out[j * G:(j + 1) * G]
@@ -172,6 +174,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     CombinedReward (toy tasks in tests). `resume`: a checkpoint-N of a run with the same init,
     recipe and pack; training continues at step N."""
     from accelerate import Accelerator
+    from accelerate.utils import AutocastKwargs
 
     cfg = recipe.grpo
     acc = Accelerator(mixed_precision=accelerate_precision(cfg.mixed_precision))
@@ -209,20 +212,24 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     history: list[float] = []
     seconds: dict[str, list[float]] = {"generate": [], "reward": [], "update": []}
     max_budget = max([cfg.max_new_tokens, *cfg.task_max_new_tokens.values()])
+    cuda_graph = acc.device.type == "cuda"
+    # a captured graph must not read autocast's cached weight casts (freed when the context exits)
+    sampling_autocast = AutocastKwargs(cache_enabled=False)
     for step, gbatch in enumerate(global_batches(len(examples), cfg.prompts_per_step * world, cfg.steps, cfg.seed)):
         if step < start:
             continue                                  # resumed: these batches were trained on already
         chunk_ex = [examples[i] for i in gbatch[rank::world]]
         # ---- sample G completions per prompt from the current policy --------------------------
         model.eval()
-        prompts = []
-        for ex in chunk_ex:
-            views = pack.views(ex, cfg.views, cfg.num_views) if cfg.views != "none" else []
-            prompts.append((encodings[ex.scene_id], views, ex.query()))
         t0 = time.perf_counter()
-        with torch.no_grad(), acc.autocast():
-            results = sample_groups(model, prompts, [ex.task for ex in chunk_ex], cfg,
-                                    seed=cfg.seed * 1_000_003 + step * world + rank)
+        with torch.no_grad():
+            prompts = []                              # prepared once; the G completions share it
+            for ex in chunk_ex:
+                views = pack.views(ex, cfg.views, cfg.num_views) if cfg.views != "none" else []
+                prompts.append(model.prepare(encodings[ex.scene_id], views, ex.query()))
+            with acc.autocast(sampling_autocast):
+                results = sample_groups(model, prompts, [ex.task for ex in chunk_ex], cfg,
+                                        seed=cfg.seed * 1_000_003 + step * world + rank, cuda_graph=cuda_graph)
         t1 = time.perf_counter()
         # ---- rewards on the resolved answers ------------------------------------------------
         texts, gt_boxes, refs, tasks = [], [], [], []
@@ -245,22 +252,23 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         model.train()
         samples = []
         for i, res in enumerate(results):
-            enc, v, q = prompts[i // G]
             ids = res.token_ids + ([model.eos_id] if res.finish_reason == "stop" and not res.text.endswith("</answer>") else [])
-            samples.append(model.prepare(enc, v, q, target=ids or [model.eos_id]))
+            samples.append(model.with_target(prompts[i // G], ids or [model.eos_id]))
         chunks = [list(range(i, min(i + cfg.micro_batch, len(samples)))) for i in range(0, len(samples), cfg.micro_batch)]
         with torch.no_grad(), acc.autocast():
-            old = [completion_logprobs(model, samples, c)[0] for c in chunks]
+            # one collate per chunk for all passes: its embeddings come from frozen parts
+            batches = [model.collate([samples[i] for i in c]) for c in chunks]
+            old = [completion_logprobs(model, b)[0] for b in batches]
             if cfg.beta > 0:
                 with reference_policy(model):
-                    ref = [completion_logprobs(model, samples, c)[0] for c in chunks]
+                    ref = [completion_logprobs(model, b)[0] for b in batches]
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "clip_ratio": []}
         n_tokens = sum(len(s.input_ids) - s.prompt_len for s in samples)
         for _ in range(cfg.num_iterations):
             opt.zero_grad(set_to_none=True)
             for ci, c in enumerate(chunks):
                 with acc.autocast():
-                    logp, mask = completion_logprobs(model, samples, c)
+                    logp, mask = completion_logprobs(model, batches[ci])
                 # micro-batches accumulate to exactly the full-batch loss of each aggregation
                 extra, weight = {}, len(c) / len(samples)
                 if cfg.loss_type == "dr_grpo":

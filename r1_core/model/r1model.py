@@ -13,7 +13,7 @@ response tokens only.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -325,6 +325,17 @@ class R1Model(nn.Module):
         if len(ids) > self.cfg.max_length:
             raise ValueError(f"sample of {len(ids)} tokens exceeds max_length {self.cfg.max_length}")
         return PreparedSample(ids, labels, slots, scene, view_tokens, view_images, grid, pose, prompt_len)
+
+    def with_target(self, prompt: PreparedSample, target_ids: list[int]) -> PreparedSample:
+        """A prepared prompt (no target) with a completion's token ids as its target: the view
+        encoding and tokenisation are shared, not redone (GRPO scores G completions per prompt)."""
+        if len(prompt.input_ids) != prompt.prompt_len:
+            raise ValueError(f"with_target: the sample already has a target ({len(prompt.input_ids) - prompt.prompt_len} tokens)")
+        n = prompt.prompt_len + len(target_ids)
+        if n > self.cfg.max_length:
+            raise ValueError(f"sample of {n} tokens exceeds max_length {self.cfg.max_length}")
+        return replace(prompt, input_ids=prompt.input_ids + list(target_ids),
+                                   labels=prompt.labels + list(target_ids), _projected=None)
 
     @staticmethod
     def target_ref(scene: SceneEncoding, query: SceneQuery, min_iou: float = 0.25) -> int | None:
