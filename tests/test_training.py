@@ -232,10 +232,11 @@ def test_grpo_resumed_at_a_checkpoint_ends_where_the_whole_run_ends(sft_run, tmp
 
 
 def test_grpo_runs_sampling_and_the_loss_in_the_recipe_precision(sft_run, tmp_path, monkeypatch):
-    """grpo.mixed_precision must reach every forward of the step: the LM's projections give bf16
-    under bf16 and float32 under fp32 (the policy is not wrapped by accelerate.prepare, whose
-    autocast would cover only `forward`). Each task gets its own new-token budget, and each
-    prompt's G completions come from a batch of its own budget."""
+    """grpo.mixed_precision must reach the log-prob and loss passes: the LM's projections give
+    bf16 under bf16 and float32 under fp32 (the policy is not wrapped by accelerate.prepare, whose
+    autocast would cover only `forward`); sampling stays fp32 (the CUDA graph's static cache holds
+    one dtype). Each task gets its own new-token budget, and each prompt's G completions come from
+    a batch of its own budget."""
     import copy
 
     import training.grpo as grpo
@@ -248,8 +249,18 @@ def test_grpo_runs_sampling_and_the_loss_in_the_recipe_precision(sft_run, tmp_pa
     assert {e.task for e in pack.examples("train")} >= set(tasks)
     g.tasks, g.steps, g.prompts_per_step, g.group_size, g.max_new_tokens = tasks, 2, 6, 2, 3
     g.task_max_new_tokens = {"qa": 5}
-    budgets, dtypes = [], set()
+    budgets, dtypes, phase = [], {"sampling": set(), "logprobs": set()}, ["sampling"]
     real = grpo.generate
+    real_logprobs = grpo.completion_logprobs
+
+    def logprobs(model, batch):
+        phase[0] = "logprobs"
+        try:
+            return real_logprobs(model, batch)
+        finally:
+            phase[0] = "sampling"
+
+    monkeypatch.setattr(grpo, "completion_logprobs", logprobs)
 
     def spy(model, batch, settings):
         budgets.append(settings.max_new_tokens)
@@ -267,7 +278,7 @@ def test_grpo_runs_sampling_and_the_loss_in_the_recipe_precision(sft_run, tmp_pa
     def build(*a, **k):
         model = real_build(*a, **k)
         proj = next(m for n, m in model.lm.named_modules() if n.endswith("q_proj.base_layer"))
-        proj.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype))
+        proj.register_forward_hook(lambda m, i, o: dtypes[phase[0]].add(o.dtype))
         return model
 
     monkeypatch.setattr(grpo, "build_model", build)
@@ -275,11 +286,11 @@ def test_grpo_runs_sampling_and_the_loss_in_the_recipe_precision(sft_run, tmp_pa
 
     for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         g.mixed_precision = precision
-        budgets.clear(); dtypes.clear()
+        budgets.clear(); dtypes["sampling"].clear(); dtypes["logprobs"].clear()
         AcceleratorState._reset_state()         # the precision is process-wide state in accelerate
         grpo.train_grpo(recipe, pack, tmp_path / precision, init=root / "sft" / "final", progress=False,
                         reward_fn=reward)
-        assert dtypes == {dtype}, precision
+        assert dtypes == {"sampling": {torch.float32}, "logprobs": {dtype}}, precision
         assert sorted(set(budgets)) == [3, 5] and len(budgets) <= 2 * g.steps, budgets
     metrics = [m for m in read_metrics(tmp_path / "fp32") if m.get("stage") == "grpo"]
     assert all(m["seconds_generate"] > 0 and m["seconds_update"] > 0 for m in metrics)

@@ -174,7 +174,6 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     CombinedReward (toy tasks in tests). `resume`: a checkpoint-N of a run with the same init,
     recipe and pack; training continues at step N."""
     from accelerate import Accelerator
-    from accelerate.utils import AutocastKwargs
 
     cfg = recipe.grpo
     acc = Accelerator(mixed_precision=accelerate_precision(cfg.mixed_precision))
@@ -213,8 +212,6 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     seconds: dict[str, list[float]] = {"generate": [], "reward": [], "update": []}
     max_budget = max([cfg.max_new_tokens, *cfg.task_max_new_tokens.values()])
     cuda_graph = acc.device.type == "cuda"
-    # a captured graph must not read autocast's cached weight casts (freed when the context exits)
-    sampling_autocast = AutocastKwargs(cache_enabled=False)
     for step, gbatch in enumerate(global_batches(len(examples), cfg.prompts_per_step * world, cfg.steps, cfg.seed)):
         if step < start:
             continue                                  # resumed: these batches were trained on already
@@ -227,9 +224,10 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             for ex in chunk_ex:
                 views = pack.views(ex, cfg.views, cfg.num_views) if cfg.views != "none" else []
                 prompts.append(model.prepare(encodings[ex.scene_id], views, ex.query()))
-            with acc.autocast(sampling_autocast):
-                results = sample_groups(model, prompts, [ex.task for ex in chunk_ex], cfg,
-                                        seed=cfg.seed * 1_000_003 + step * world + rank, cuda_graph=cuda_graph)
+            # sampled in fp32: transformers' static cache (the graph's) holds one dtype, and under
+            # autocast the rotary keys come out fp32 while the values come out bf16
+            results = sample_groups(model, prompts, [ex.task for ex in chunk_ex], cfg,
+                                    seed=cfg.seed * 1_000_003 + step * world + rank, cuda_graph=cuda_graph)
         t1 = time.perf_counter()
         # ---- rewards on the resolved answers ------------------------------------------------
         texts, gt_boxes, refs, tasks = [], [], [], []
