@@ -2,6 +2,7 @@
 
     python3 bench/train.py --gpu                      # 7B-sized Qwen2.5-VL LM + LoRA: SFT samples/s, GRPO prompts/s
     python bench/train.py --from-runs runs/nano       # R1-nano: rates from a real run's metrics.jsonl
+    python bench/train.py --grpo-steps A/metrics.jsonl B/metrics.jsonl   # GRPO seconds per step and phase
 
 GPU: random-init model with Qwen2.5-VL-7B's language-model shapes in bf16, LoRA rank 16 on all
 attention/MLP projections (peft), the same code paths our trainers use: SFT = forward+backward
@@ -46,6 +47,26 @@ def from_runs(run: Path) -> dict:
         steps = grpo[-1]["step"] - grpo[0]["step"]
         out["grpo_prompts_per_s"] = steps * r["grpo"]["prompts_per_step"] / (grpo[-1]["time_s"] - grpo[0]["time_s"])
         out["grpo_completions_per_prompt"] = r["grpo"]["group_size"]
+    return out
+
+
+def grpo_steps(paths: list[Path]) -> dict:
+    """Seconds per GRPO step (from the logged time_s) and per phase (generate, reward, update:
+    the means over each log interval that GRPO writes since the phase timers exist)."""
+    out = {}
+    print(f"| run | steps | s/step | generate | reward | update |\n|---|---:|---:|---:|---:|---:|")
+    for path in paths:
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        rows = [r for r in rows if r.get("stage") == "grpo"]
+        if len(rows) < 2:
+            raise SystemExit(f"{path}: fewer than two GRPO log lines")
+        per_step = (rows[-1]["time_s"] - rows[0]["time_s"]) / (rows[-1]["step"] - rows[0]["step"])
+        phases = {k: sum(r[f"seconds_{k}"] for r in rows) / len(rows) if all(f"seconds_{k}" in r for r in rows) else None
+                  for k in ("generate", "reward", "update")}
+        out[str(path)] = {"seconds_per_step": per_step, "steps": rows[-1]["step"] + 1,
+                          **{f"seconds_{k}": v for k, v in phases.items()}}
+        cells = " | ".join("–" if v is None else f"{v:.1f}" for v in phases.values())
+        print(f"| {path} | {rows[-1]['step'] + 1} | {per_step:.1f} | {cells} |")
     return out
 
 
@@ -139,6 +160,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--from-runs", type=Path)
+    ap.add_argument("--grpo-steps", type=Path, nargs="+", help="GRPO metrics.jsonl files")
     ap.add_argument("--prompt-tokens", type=int, default=1200)
     ap.add_argument("--response-tokens", type=int, default=128)
     ap.add_argument("--sft-batch", type=int, default=4)
@@ -148,10 +170,12 @@ def main() -> int:
     if args.from_runs:
         payload["r1_nano"] = from_runs(args.from_runs)
         print(json.dumps(payload["r1_nano"]))
+    if args.grpo_steps:
+        payload["grpo_steps"] = grpo_steps(args.grpo_steps)
     if args.gpu:
         payload["device"] = torch.cuda.get_device_name(0)
         payload["qwen2.5-vl-7b-lora"] = gpu_7b(args)
-    tag = payload.get("device", "runs").split()[1].lower() if args.gpu else "nano-run"
+    tag = payload.get("device", "runs").split()[1].lower() if args.gpu else ("grpo-steps" if args.grpo_steps else "nano-run")
     out = ROOT / "bench" / "results" / f"train-{payload['date']}-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=1))

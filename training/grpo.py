@@ -23,6 +23,10 @@ A run split over several machines (a GPU machine is held for 30 minutes at most)
 have used. With several processes every rank resumes with rank 0's RNG state, so LoRA-dropout
 masks on the other ranks differ from the uninterrupted run's.
 
+Precision: sampling is fp32 (on a GPU from a CUDA graph: eager decoding of the LoRA model is
+bound by kernel launches); the old, reference and training log-prob passes run under
+`grpo.mixed_precision` autocast.
+
 What trains: the LoRA adapter (the policy). The reference policy is the SFT adapter, kept as a
 second, frozen peft adapter on the same base weights; encoder, projector and view encoders stay
 as SFT left them, so policy and reference see identical inputs.
