@@ -98,7 +98,7 @@ def test_sampling_is_reproducible_with_a_seed(tiny):
 
 @pytest.mark.parametrize("kw, match", [
     ({"max_new_tokens": 0}, "max_new_tokens"), ({"do_sample": True, "temperature": 0}, "temperature"),
-    ({"top_p": 0}, "top_p")])
+    ({"top_p": 0}, "top_p"), ({"stop_strings": ("</answer>", "")}, "stop_strings")])
 def test_bad_settings(kw, match):
     with pytest.raises(ValueError, match=match):
         GenerationSettings(**kw)

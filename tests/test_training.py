@@ -288,12 +288,42 @@ def test_grpo_runs_sampling_and_the_loss_in_the_recipe_precision(sft_run, tmp_pa
         g.mixed_precision = precision
         budgets.clear(); dtypes["sampling"].clear(); dtypes["logprobs"].clear()
         AcceleratorState._reset_state()         # the precision is process-wide state in accelerate
-        grpo.train_grpo(recipe, pack, tmp_path / precision, init=root / "sft" / "final", progress=False,
-                        reward_fn=reward)
+        try:
+            grpo.train_grpo(recipe, pack, tmp_path / precision, init=root / "sft" / "final", progress=False,
+                            reward_fn=reward)
+        finally:
+            AcceleratorState._reset_state()     # later tests get a fresh (fp32) state
         assert dtypes == {"sampling": {torch.float32}, "logprobs": {dtype}}, precision
         assert sorted(set(budgets)) == [3, 5] and len(budgets) <= 2 * g.steps, budgets
     metrics = [m for m in read_metrics(tmp_path / "fp32") if m.get("stage") == "grpo"]
     assert all(m["seconds_generate"] > 0 and m["seconds_update"] > 0 for m in metrics)
+
+
+def test_sample_groups_gives_g_completions_per_prompt_in_prompt_order(monkeypatch):
+    """Prompts are generated in batches of one budget each; the results come back prompt-major,
+    G per prompt, each from its own prompt and budget, and each batch has its own seed."""
+    import training.grpo as grpo
+    from r1_core.model.generate import GenerationResult
+    from training.recipe import GRPOConfig
+
+    class Model:
+        def collate(self, samples, for_generation=False):
+            return samples
+
+    seen = []
+
+    def fake_generate(model, batch, settings):
+        seen.append((settings.max_new_tokens, settings.seed))
+        return [GenerationResult(f"{p}#{settings.max_new_tokens}#{j}", [], "stop") for j, p in enumerate(batch)]
+
+    monkeypatch.setattr(grpo, "generate", fake_generate)
+    cfg = GRPOConfig(group_size=3, max_new_tokens=4, task_max_new_tokens={"planning": 9, "qa": 6})
+    tasks = ["planning", "grounding", "qa", "grounding", "planning"]
+    out = grpo.sample_groups(Model(), [f"p{i}" for i in range(len(tasks))], tasks, cfg, seed=5)
+    budget = {"planning": 9, "qa": 6, "grounding": 4}
+    assert [r.text.rsplit("#", 1)[0] for r in out] == [f"p{i}#{budget[t]}" for i, t in enumerate(tasks) for _ in range(3)]
+    assert len({r.text for r in out}) == len(out)                       # each completion used once
+    assert seen == [(4, 80), (6, 81), (9, 82)]
 
 
 def test_grpo_task_budgets_are_checked():

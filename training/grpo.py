@@ -99,7 +99,7 @@ def sample_groups(model: R1Model, prompts: list, tasks: list[str], cfg, seed: in
     Prompts are generated in batches of one new-token budget (`cfg.task_max_new_tokens[task]`,
     else `cfg.max_new_tokens`): a batch runs until its longest sequence stops, so one long
     planning answer would otherwise hold every short one. Batch k of the budgets in ascending
-    order samples with seed + k. `cuda_graph`: decode steps replayed from a captured graph (eager
+    order samples with seed * 16 + k (distinct from every other step's and rank's batches). `cuda_graph`: decode steps replayed from a captured graph (eager
     decoding of the LoRA model is bound by kernel launches: ~190 ms a step at 256 sequences on an
     H100, GPU mostly idle)."""
     G = cfg.group_size
@@ -110,7 +110,7 @@ def sample_groups(model: R1Model, prompts: list, tasks: list[str], cfg, seed: in
         group = list(group)
         samples = [prompts[i] for i in group for _ in range(G)]
         settings = GenerationSettings(max_new_tokens=n, do_sample=True, temperature=cfg.temperature,
-                                      top_p=cfg.top_p, seed=seed + k, cuda_graph=cuda_graph)
+                                      top_p=cfg.top_p, seed=seed * 16 + k, cuda_graph=cuda_graph)
         out = generate(model, model.collate(samples, for_generation=True), settings)
         for j, i in enumerate(group):
             results[i * G:(i + 1) * G] = out[j * G:(j + 1) * G]
@@ -214,7 +214,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     bar = tqdm(total=cfg.steps, initial=start, desc="grpo", disable=not (progress and acc.is_main_process))
     history: list[float] = []
     seconds: dict[str, list[float]] = {"generate": [], "reward": [], "update": []}
-    max_budget = max([cfg.max_new_tokens, *cfg.task_max_new_tokens.values()])
+    max_budget = max(cfg.task_max_new_tokens.get(t, cfg.max_new_tokens) for t in cfg.tasks)
     cuda_graph = acc.device.type == "cuda"
     for step, gbatch in enumerate(global_batches(len(examples), cfg.prompts_per_step * world, cfg.steps, cfg.seed)):
         if step < start:

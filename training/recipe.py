@@ -69,7 +69,7 @@ class GRPOConfig:
     beta: float = 0.04               # KL weight
     loss_type: str = "grpo"          # grpo | bnpo | dr_grpo | dapo (training/grpo_loss.py)
     reward_weights: dict = field(default_factory=lambda: {"format": 1.0, "perception": 1.0, "semantic": 1.0})
-    mixed_precision: str = "fp32"    # fp32 | bf16 | fp16: autocast over sampling, log-probs and the loss
+    mixed_precision: str = "fp32"    # fp32 | bf16 | fp16: autocast over the log-prob passes (sampling is fp32)
     log_every: int = 5
     save_every: int = 0
     gradient_checkpointing: bool = False   # recompute the LM's activations in backward: less memory, ~30% slower
