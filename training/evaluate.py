@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from r1_core.eval.grounding import scanrefer_class, scanrefer_is_unique
 from r1_core.model.answer import AnswerFormatError, parse_response, resolve_refs
-from r1_core.model.generate import GenerationSettings, generate
+from r1_core.model.generate import GenerationSettings, by_budget, generate
 from r1_core.model.r1model import R1Model
 from r1_core.query import SceneQuery
 from training.data import TrainExample, TrainingPack
@@ -95,13 +94,9 @@ def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, t
     def budget(e: TrainExample) -> int:
         return budgets.get(e.task, max_new_tokens)
 
-    # batches of one budget each (a batch runs to its longest budget); the sort is stable, so tasks
-    # keep their order
-    examples.sort(key=budget)
-    batches = []
-    for n, group in groupby(examples, key=budget):
-        group = list(group)
-        batches += [(n, group[i:i + batch_size]) for i in range(0, len(group), batch_size)]
+    groups = by_budget(examples, budget)
+    examples = [e for _, group in groups for e in group]
+    batches = [(n, group[i:i + batch_size]) for n, group in groups for i in range(0, len(group), batch_size)]
     encodings = {sid: model.encode_scene(pack.scene(sid).points)
                  for sid in tqdm(sorted({e.scene_id for e in examples}), desc="encode", disable=not progress)}
     settings = GenerationSettings(max_new_tokens=max_new_tokens)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,7 @@ from tqdm import tqdm
 from r1_core.config import format_config
 from r1_core.model.answer import AnswerFormatError, resolve_refs
 from r1_core.model.checkpoint import save_checkpoint
-from r1_core.model.generate import GenerationSettings, generate
+from r1_core.model.generate import GenerationSettings, by_budget, generate
 from r1_core.model.r1model import R1Model
 from training.common import MetricLogger, make_optimizer, read_state, restore_state, save_state, seed_everything
 from training.data import TrainingPack
@@ -97,17 +96,14 @@ def completion_logprobs(model: R1Model, batch) -> tuple[torch.Tensor, torch.Tens
 def sample_groups(model: R1Model, prompts: list, tasks: list[str], cfg, seed: int, cuda_graph: bool = False) -> list:
     """cfg.group_size sampled completions per prepared prompt, grouped per prompt (prompt-major).
     Prompts are generated in batches of one new-token budget (`cfg.task_max_new_tokens[task]`,
-    else `cfg.max_new_tokens`): a batch runs until its longest sequence stops, so one long
-    planning answer would otherwise hold every short one. Batch k of the budgets in ascending
-    order samples with seed * 16 + k (distinct from every other step's and rank's batches). `cuda_graph`: decode steps replayed from a captured graph (eager
-    decoding of the LoRA model is bound by kernel launches: ~190 ms a step at 256 sequences on an
-    H100, GPU mostly idle)."""
+    else `cfg.max_new_tokens`; `by_budget`). Batch k of the budgets in ascending order samples
+    with seed * 16 + k (distinct from every other step's and rank's batches). `cuda_graph`:
+    decode steps replayed from a captured graph (eager decoding of the LoRA model is bound by
+    kernel launches: ~190 ms a step at 256 sequences on an H100, GPU mostly idle)."""
     G = cfg.group_size
     budget = [cfg.task_max_new_tokens.get(t, cfg.max_new_tokens) for t in tasks]
-    order = sorted(range(len(prompts)), key=lambda i: budget[i])
     results: list = [None] * (len(prompts) * G)
-    for k, (n, group) in enumerate(groupby(order, key=lambda i: budget[i])):
-        group = list(group)
+    for k, (n, group) in enumerate(by_budget(range(len(prompts)), budget.__getitem__)):
         samples = [prompts[i] for i in group for _ in range(G)]
         settings = GenerationSettings(max_new_tokens=n, do_sample=True, temperature=cfg.temperature,
                                       top_p=cfg.top_p, seed=seed * 16 + k, cuda_graph=cuda_graph)

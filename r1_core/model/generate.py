@@ -13,11 +13,14 @@ cache); tests compare it token-for-token with `transformers.generate` on text-on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from itertools import groupby
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import torch
 
 from r1_core.model.answer import ANSWER_CLOSE
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,6 +67,13 @@ def _sample(logits: torch.Tensor, s: GenerationSettings, gen: torch.Generator | 
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def by_budget(items: Iterable[T], budget: Callable[[T], int]) -> list[tuple[int, list[T]]]:
+    """(new-token budget, items) groups, budgets ascending, items in their order within a group.
+    A batch decodes until its longest sequence stops, so batching by budget keeps short answers
+    from waiting on long ones (plans)."""
+    return [(n, list(group)) for n, group in groupby(sorted(items, key=budget), key=budget)]
 
 
 @torch.no_grad()

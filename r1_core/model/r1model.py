@@ -335,7 +335,7 @@ class R1Model(nn.Module):
         if n > self.cfg.max_length:
             raise ValueError(f"sample of {n} tokens exceeds max_length {self.cfg.max_length}")
         return replace(prompt, input_ids=prompt.input_ids + list(target_ids),
-                                   labels=prompt.labels + list(target_ids), _projected=None)
+                       labels=prompt.labels + list(target_ids), _projected=None)
 
     @staticmethod
     def target_ref(scene: SceneEncoding, query: SceneQuery, min_iou: float = 0.25) -> int | None:
