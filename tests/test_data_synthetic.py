@@ -184,3 +184,30 @@ def test_more_training_rooms_keep_the_held_out_rooms(tmp_path):
         assert a.read_bytes() == b.read_bytes(), source
     with pytest.raises(ValueError, match="val_start"):
         write_dataset(tmp_path / "bad", train_scenes=2, val_scenes=1, progress=False, val_start=3)
+
+
+def test_named_held_out_rooms_keep_the_training_rooms_and_add_more(tmp_path):
+    """val_rooms: holding out room 1 and also room 4 trains on the rooms of val_start=1 and
+    writes room 1's very annotations."""
+    from r1_core.data.cli import parse_room_ranges
+    from r1_core.data.synthetic.dataset import write_dataset
+
+    base = write_dataset(tmp_path / "base", train_scenes=3, val_scenes=1, seed=3, progress=False, val_start=1,
+                         cot=False)
+    more = write_dataset(tmp_path / "more", train_scenes=3, val_scenes=2, seed=3, progress=False, cot=False,
+                         val_rooms=parse_room_ranges("4,1"))
+    assert more.scenes["train"] == base.scenes["train"] == ["synth0000_00", "synth0002_00", "synth0003_00"]
+    assert more.scenes["val"] == ["synth0001_00", "synth0004_00"]
+    a = json.loads(DatasetLayout(tmp_path / "base").path("scanrefer", "val").read_text())
+    b = json.loads(DatasetLayout(tmp_path / "more").path("scanrefer", "val").read_text())
+    assert a and a == [r for r in b if r["scene_id"] == "synth0001_00"]
+    assert DatasetLayout(tmp_path / "base").path("scanrefer", "train").read_bytes() == \
+        DatasetLayout(tmp_path / "more").path("scanrefer", "train").read_bytes()
+    assert parse_room_ranges("100-102,7") == [100, 101, 102, 7]
+    for bad, why in (("3-1", "A <= B"), ("a-3", "range"), ("1-3,2", "overlap"), ("", "room index")):
+        with pytest.raises(ValueError, match=why):
+            parse_room_ranges(bad)
+    with pytest.raises(ValueError, match="val_start or val_rooms"):
+        write_dataset(tmp_path / "bad", train_scenes=2, val_scenes=1, progress=False, val_start=0, val_rooms=[1])
+    with pytest.raises(ValueError, match="val_scenes: expected 2"):
+        write_dataset(tmp_path / "bad", train_scenes=2, val_scenes=1, progress=False, val_rooms=[1, 5])

@@ -299,6 +299,40 @@ def test_grpo_runs_sampling_and_the_loss_in_the_recipe_precision(sft_run, tmp_pa
     assert all(m["seconds_generate"] > 0 and m["seconds_update"] > 0 for m in metrics)
 
 
+def test_grpo_with_one_update_per_batch_never_clips_despite_lora_dropout(sft_run, tmp_path, monkeypatch):
+    """num_iterations = 1: the old log-probs are the training pass's own, so the ratio is exactly
+    1 and nothing is clipped, even with LoRA dropout 0.5 (a separate old pass with its own dropout
+    masks clipped); with two updates per batch the second update does clip."""
+    import copy
+
+    import training.grpo as grpo
+
+    root, recipe, _ = sft_run
+    recipe = copy.deepcopy(recipe)
+    g = recipe.grpo
+    g.tasks, g.steps, g.prompts_per_step, g.group_size, g.max_new_tokens = ("grounding",), 2, 2, 4, 8
+    g.log_every, g.beta, g.optim.lr, g.clip_eps = 1, 0.01, 0.05, 0.02
+    real_build = grpo.build_model
+
+    def build(*a, **k):
+        model = real_build(*a, **k)
+        drops = [m for n, m in model.lm.named_modules() if n.endswith("lora_dropout")]
+        assert drops
+        for m in drops:                      # the policy adapter's dropout (peft: a ModuleDict)
+            m["default"] = torch.nn.Dropout(0.5)
+        return model
+
+    monkeypatch.setattr(grpo, "build_model", build)
+    pack, init = TrainingPack(root / "pack"), root / "sft" / "final"
+    clips = {}
+    for mu in (1, 2):
+        g.num_iterations = mu
+        grpo.train_grpo(recipe, pack, tmp_path / f"mu{mu}", init=init, progress=False, reward_fn=_letter_e)
+        clips[mu] = [m["clip_ratio"] for m in read_metrics(tmp_path / f"mu{mu}") if m.get("stage") == "grpo"]
+    assert len(clips[1]) == 2 and clips[1] == [0.0, 0.0], clips
+    assert max(clips[2]) > 0, clips
+
+
 def test_sample_groups_gives_g_completions_per_prompt_in_prompt_order(monkeypatch):
     """Prompts are generated in batches of one budget each; the results come back prompt-major,
     G per prompt, each from its own prompt and budget, and each batch has its own seed."""
@@ -374,18 +408,20 @@ def test_evaluation_predicts_and_scores(sft_run):
 
 
 def test_evaluation_uses_each_task_budget(sft_run, monkeypatch):
-    """Planning batches get their own new-token budget; no batch mixes budgets."""
+    """Planning batches get their own new-token budget; no batch mixes budgets. Decoding replays
+    a CUDA graph on a GPU only."""
     import training.evaluate as ev
     from r1_core.model.checkpoint import load_checkpoint
 
     root, _, _ = sft_run
     model, _ = load_checkpoint(root / "sft" / "final")
-    seen = []
+    seen, graphs = [], set()
     real = ev.generate
 
     def spy(model, batch, settings):
         res = real(model, batch, settings)
         seen.append(settings.max_new_tokens)
+        graphs.add(settings.cuda_graph)
         return res
 
     monkeypatch.setattr(ev, "generate", spy)
@@ -401,6 +437,11 @@ def test_evaluation_uses_each_task_budget(sft_run, monkeypatch):
     # batches of 3, QA first (budget 3), then planning (budget 5)
     expect = [3] * -(-counts["qa"] // bs) + [5] * -(-counts["planning"] // bs)
     assert seen == expect
+    assert graphs == {model.device.type == "cuda"}
+    if model.device.type != "cuda":
+        with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
+            ev.predict(model, pack, tasks=("qa",), limit=1, max_new_tokens=2, dense_caption=False, progress=False,
+                       cuda_graph=True)
 
 
 def test_task_budget_parsing():

@@ -125,7 +125,7 @@ def _eval(args) -> int:
             model.quantize_int8()
         preds = predict(model, TrainingPack(args.pack), split=args.split, views=args.views,
                         num_views=args.num_views, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                        task_max_new_tokens=budgets,
+                        task_max_new_tokens=budgets, cuda_graph=False if args.eager_decoding else None,
                         limit=args.limit, every=args.every, dense_caption=not args.no_dense_caption,
                         **({"tasks": tuple(args.tasks)} if args.tasks else {}))
         write_predictions(preds, out / "predictions.jsonl")
@@ -203,6 +203,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--lm-weights", default="float", choices=["float", "int8"],
                    help="int8: weight-only int8 language model, as the CPU service can run it")
     e.add_argument("--dtype", help="override the checkpoint's dtype, e.g. bfloat16")
+    e.add_argument("--eager-decoding", action="store_true",
+                   help="on a GPU, decode eagerly instead of replaying a CUDA graph per batch (how predictions "
+                   "were made before 2026-11-25; greedy answers can differ in the last bits of a logit)")
     e.add_argument("--no-dense-caption", action="store_true")
     e.add_argument("--no-score", action="store_true", help="write predictions only")
     e.set_defaults(func=_eval)

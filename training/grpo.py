@@ -25,7 +25,9 @@ masks on the other ranks differ from the uninterrupted run's.
 
 Precision: sampling is fp32 (on a GPU from a CUDA graph: eager decoding of the LoRA model is
 bound by kernel launches); the old, reference and training log-prob passes run under
-`grpo.mixed_precision` autocast.
+`grpo.mixed_precision` autocast. Sampling, the old and the reference passes run without LoRA
+dropout; the training pass with it. With num_iterations = 1 there is no old pass: the old
+log-probs are the training pass's, detached.
 
 What trains: the LoRA adapter (the policy). The reference policy is the SFT adapter, kept as a
 second, frozen peft adapter on the same base weights; encoder, projector and view encoders stay
@@ -247,19 +249,23 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         t2 = time.perf_counter()
         advantages = group_advantages(rewards, G, scale=cfg.loss_type != "dr_grpo")
         # ---- policy update(s) -----------------------------------------------------------------
-        model.train()
         samples = []
         for i, res in enumerate(results):
             ids = res.token_ids + ([model.eos_id] if res.finish_reason == "stop" and not res.text.endswith("</answer>") else [])
             samples.append(model.with_target(prompts[i // G], ids or [model.eos_id]))
         chunks = [list(range(i, min(i + cfg.micro_batch, len(samples)))) for i in range(0, len(samples), cfg.micro_batch)]
+        # Still in eval mode: the old and reference passes see no LoRA dropout, like the sampling
+        # whose policy they stand for. With one update per batch (num_iterations = 1) the old
+        # log-probs are the training pass's own, detached, as TRL does: the ratio is exactly 1
+        # (a separate old pass with dropout on clipped 0.4 % of tokens at step 0).
         with torch.no_grad(), acc.autocast():
             # one collate per chunk for all passes: its embeddings come from frozen parts
             batches = [model.collate([samples[i] for i in c]) for c in chunks]
-            old = [completion_logprobs(model, b)[0] for b in batches]
+            old = [completion_logprobs(model, b)[0] for b in batches] if cfg.num_iterations > 1 else None
             if cfg.beta > 0:
                 with reference_policy(model):
                     ref = [completion_logprobs(model, b)[0] for b in batches]
+        model.train()
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "clip_ratio": []}
         n_tokens = sum(len(s.input_ids) - s.prompt_len for s in samples)
         for _ in range(cfg.num_iterations):
@@ -273,7 +279,8 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                     extra["max_completion_length"] = max_budget + 1   # Dr. GRPO's fixed constant (+ EOS)
                 elif cfg.loss_type in ("dapo", "bnpo"):
                     extra, weight = {"num_items": n_tokens}, 1.0
-                loss, metrics = grpo_loss(logp, old[ci], ref[ci] if cfg.beta > 0 else None, advantages[c], mask,
+                old_logp = old[ci] if old is not None else logp.detach()
+                loss, metrics = grpo_loss(logp, old_logp, ref[ci] if cfg.beta > 0 else None, advantages[c], mask,
                                           clip_eps=cfg.clip_eps, beta=cfg.beta,
                                           loss_type="dapo" if cfg.loss_type == "bnpo" else cfg.loss_type, **extra)
                 acc.backward(loss * weight)

@@ -28,6 +28,19 @@ def _cfg(args, cls, section: str, overrides: dict | None = None):
     return load_config(cls, {section: data.get(section) or {}}, overrides=overrides or {}, section=section)
 
 
+def parse_room_ranges(text: str) -> list[int]:
+    """"100-119,320-379" -> [100, ..., 119, 320, ..., 379]; names the bad part."""
+    rooms: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
+            raise ValueError(f"{part!r}: expected a room index N or a range A-B with A <= B (e.g. 100-119,320-379)")
+        rooms += range(int(lo), int(hi if sep else lo) + 1)
+    if len(set(rooms)) != len(rooms):
+        raise ValueError(f"{text!r}: the ranges overlap")
+    return rooms
+
+
 def _synth(args) -> int:
     from r1_core.config import format_config
     from r1_core.data.synthetic.dataset import write_dataset
@@ -36,8 +49,16 @@ def _synth(args) -> int:
 
     cfg, lang = _cfg(args, SynthConfig, "synth"), _cfg(args, LanguageConfig, "language")
     print(format_config(cfg)); print(format_config(lang))
-    st = write_dataset(args.out, args.scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
-                       val_start=args.val_from)
+    if args.val_rooms is not None and (args.val_from is not None or args.val_scenes is not None):
+        raise SystemExit("r1 data synth: --val-rooms names the held-out rooms; give it without --val-from "
+                         "and --val-scenes")
+    try:
+        rooms = None if args.val_rooms is None else parse_room_ranges(args.val_rooms)
+    except ValueError as e:
+        raise SystemExit(f"r1 data synth --val-rooms: {e}") from None
+    val_scenes = len(rooms) if rooms is not None else (20 if args.val_scenes is None else args.val_scenes)
+    st = write_dataset(args.out, args.scenes, val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
+                       val_start=args.val_from, val_rooms=rooms)
     print(f"wrote {sum(len(v) for v in st.scenes.values())} scenes to {args.out} in {st.seconds:.1f} s")
     for k, v in sorted(st.records.items()):
         print(f"  {k:24s} {v}")
@@ -117,11 +138,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("synth", help="write a synthetic ScanNet-format dataset with all annotation files")
     s.add_argument("--out", required=True)
     s.add_argument("--scenes", type=int, default=100, help="training scenes")
-    s.add_argument("--val-scenes", type=int, default=20)
+    s.add_argument("--val-scenes", type=int, default=None, help="held-out rooms (default 20)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--val-from", type=int, default=None,
                    help="index of the first held-out room (default: after the training rooms); "
                         "--scenes 300 --val-from 100 keeps the held-out rooms of --scenes 100")
+    s.add_argument("--val-rooms", help="the held-out rooms by index, e.g. 100-119,320-379 (the training rooms are "
+                   "the first --scenes others: with --scenes 300 the same as --val-from 100's, with 60 more held out)")
     s.add_argument("--no-cot", action="store_true", help="skip the template Scene-30K pass")
     s.set_defaults(func=_synth)
 

@@ -15,7 +15,7 @@
 #   SFT_FROM=CHECKPOINT GRPO_RESUME=<earlier machine's run/grpo/checkpoint-N> scripts/gpu/nano_pipeline.sh WORKDIR
 #       a GRPO run longer than one machine holds: continue at the last checkpoint-N (every
 #       grpo.save_every steps, with its optimiser state) of the run a previous machine started.
-# Other settings (environment): SCENES / VAL_SCENES / VAL_FROM (`r1 data synth`), SETS ("key=value
+# Other settings (environment): SCENES / VAL_SCENES / VAL_FROM / VAL_ROOMS (`r1 data synth`), SETS ("key=value
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
 # e.g. eval_sft), WAIT_FOR (a file: SFT and GRPO start once it exists, e.g. when the backbone wheels
 # are installed while data and pack are built).
@@ -27,7 +27,12 @@ SCENES=${SCENES:-300}
 VAL_SCENES=${VAL_SCENES:-20}
 VAL_FROM=${VAL_FROM-100}          # the held-out rooms 100..119 (VAL_FROM= : right after the training rooms)
 WORKERS=${WORKERS:-14}
+EVAL_BATCH=${EVAL_BATCH:-64}
 VAL_FROM=${VAL_FROM:+--val-from $VAL_FROM}
+# VAL_ROOMS (e.g. 100-119,320-379): the held-out rooms by index instead of VAL_SCENES/VAL_FROM. The
+# training rooms are the first SCENES others: with SCENES=300 (or 100) those of the default, with 60
+# more rooms held out
+HELD_OUT="--val-scenes $VAL_SCENES $VAL_FROM"; [ -z "${VAL_ROOMS:-}" ] || HELD_OUT="--val-rooms $VAL_ROOMS"
 SET_ARGS=""; for kv in ${SETS:-}; do SET_ARGS="$SET_ARGS --set $kv"; done
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if [ -n "${SFT_FROM:-}" ] && [ -n "${DETECTOR_FROM:-}" ]; then
@@ -45,7 +50,7 @@ stage() {
   if [ ! -f "$W/.done-$name" ]; then echo "=== $name $(date +%T)"; "$@"; touch "$W/.done-$name"; echo "=== $name done $(date +%T)"; fi
   if [ "${STOP_AFTER:-}" = "$name" ]; then echo "=== stopped after $name (STOP_AFTER)"; exit 0; fi
 }
-stage synth    $R data synth --out "$W/data" --scenes $SCENES --val-scenes $VAL_SCENES --seed 0 $VAL_FROM
+stage synth    $R data synth --out "$W/data" --scenes $SCENES --seed 0 $HELD_OUT
 if [ -n "${SFT_FROM:-}" ]; then
   mkdir -p "$W/run/sft" && ln -sfn "$(cd "$SFT_FROM" && pwd)" "$W/run/sft/final"
   stage pack   $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$SFT_FROM" --out "$W/run/pack" --workers $WORKERS
@@ -55,7 +60,7 @@ else
   stage pack     $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$DET" --out "$W/run/pack" --workers $WORKERS
   wait_for_file
   stage sft      $R train sft --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --detector "$DET" --out "$W/run/sft"
-  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size 64
+  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH
 fi
 wait_for_file
 stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo" ${GRPO_RESUME:+--resume "$GRPO_RESUME"}
@@ -64,12 +69,12 @@ stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --i
 # after grpo
 sft_eval=""
 if [ -n "${SFT_FROM:-}" ]; then
-  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size 64 &
+  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH &
   sft_eval=$!
 fi
-stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size 64 &
+stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size $EVAL_BATCH &
 dynamic=$!
-stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size 64 --no-dense-caption &
+stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size $EVAL_BATCH --no-dense-caption &
 uniform=$!
 wait $dynamic
 wait $uniform

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,29 +63,44 @@ def write_annotations(layout: DatasetLayout, split: str, anns: list[SceneAnnotat
 
 def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int = 20, seed: int = 0,
                   cfg: SynthConfig | None = None, lang: LanguageConfig | None = None, cot: bool = True,
-                  progress: bool = True, val_start: int | None = None) -> DatasetStats:
+                  progress: bool = True, val_start: int | None = None,
+                  val_rooms: Sequence[int] | None = None) -> DatasetStats:
     """Generate and write the whole dataset; returns counts and timing.
 
     Room i is generated from (seed, i) alone. The held-out rooms are val_start .. val_start +
-    val_scenes - 1 (default: right after the training rooms), the training rooms all others
-    below train_scenes + val_scenes. So `train_scenes=300, val_start=100` holds out exactly the
-    rooms of the default 100 + 20 dataset and trains on 200 more."""
+    val_scenes - 1 (default: right after the training rooms), the training rooms the first
+    train_scenes others. So `train_scenes=300, val_start=100` holds out exactly the rooms of the
+    default 100 + 20 dataset and trains on 200 more. `val_rooms` names the held-out rooms instead
+    (val_scenes is then their count): `train_scenes=300, val_rooms=[100..119, 320..379]` trains on
+    the very rooms of `train_scenes=300, val_start=100` and holds out 60 more."""
     from tqdm import tqdm
 
     cfg, lang = cfg or SynthConfig(), lang or LanguageConfig()
     if train_scenes < 1 or val_scenes < 0:
         raise ValueError(f"need train_scenes >= 1 and val_scenes >= 0, got {train_scenes}, {val_scenes}")
-    total = train_scenes + val_scenes
-    val_start = train_scenes if val_start is None else val_start
-    if not 0 <= val_start <= train_scenes:
-        raise ValueError(f"val_start: expected 0..{train_scenes} (the held-out rooms must lie among the "
-                         f"{total} rooms), got {val_start}")
-    held_out = range(val_start, val_start + val_scenes)
+    if val_rooms is not None:
+        if val_start is not None:
+            raise ValueError("give val_start or val_rooms, not both")
+        held_out = list(val_rooms)
+        if len(set(held_out)) != len(held_out) or any(not isinstance(i, int) or i < 0 for i in held_out):
+            raise ValueError(f"val_rooms: expected distinct room indices >= 0, got {held_out[:10]}")
+        if val_scenes != len(held_out):
+            raise ValueError(f"val_scenes: expected {len(held_out)} (the number of val_rooms), got {val_scenes}")
+        held_out.sort()
+    else:
+        total = train_scenes + val_scenes
+        val_start = train_scenes if val_start is None else val_start
+        if not 0 <= val_start <= train_scenes:
+            raise ValueError(f"val_start: expected 0..{train_scenes} (the held-out rooms must lie among the "
+                             f"{total} rooms), got {val_start}")
+        held_out = list(range(val_start, val_start + val_scenes))
+    held = set(held_out)
+    train_rooms = [i for i in range(train_scenes + len(held_out)) if i not in held][:train_scenes]
     layout = DatasetLayout(Path(out))
     t0 = time.perf_counter()
     stats = DatasetStats()
     nr3d_all: list[F.Nr3dRecord] = []
-    for split, indices in (("train", [i for i in range(total) if i not in held_out]), ("val", list(held_out))):
+    for split, indices in (("train", train_rooms), ("val", held_out)):
         anns, ids = [], []
         for index in tqdm(indices, desc=f"synth {split}", disable=not progress, unit="scene"):
             sid = f"synth{index:04d}_00"
