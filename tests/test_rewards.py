@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from r1_core.config import ConfigError, load_config
-from r1_core.model.answer import format_box, format_response
+from r1_core.model.answer import ParsedResponse, format_box, format_response
 from training.rewards import (REWARDS, CombinedReward, PerceptionReward, RewardConfig, SemanticReward,
                               clear_encoder_cache, format_reward, format_violation, get_reward,
                               load_text_encoder, matched_iou, minilm_dir, perception_reward, reward_stats)
@@ -393,10 +393,10 @@ def test_clip_encoder_errors(tmp_path):
 
 # ---- registry, config, combination -------------------------------------------------------------
 def test_registry_and_config():
-    assert list(REWARDS) == ["format", "perception", "semantic"]
+    assert list(REWARDS) == ["format", "perception", "semantic", "exact_match"]
     for name in REWARDS:
         assert get_reward(name).__name__ == name            # TRL names reward functions by __name__
-    with pytest.raises(ValueError, match=r"unknown reward 'iou'; choose one of \['format', 'perception', 'semantic'\]"):
+    with pytest.raises(ValueError, match=r"unknown reward 'iou'; choose one of \['format', 'perception', 'semantic', 'exact_match'\]"):
         get_reward("iou")
     cfg = load_config(RewardConfig, "config/rewards.yaml")
     assert cfg == RewardConfig()                              # the YAML states the defaults
@@ -408,8 +408,36 @@ def test_registry_and_config():
         load_config(RewardConfig, {"weights": {"format": 0.0}})
     with pytest.raises(ConfigError, match=r"perception_tasks: unknown task\(s\) \['detection'\]"):
         load_config(RewardConfig, {"perception_tasks": ["detection"]})
+    with pytest.raises(ConfigError, match=r"exact_match_tasks: unknown task\(s\) \['trivia'\]"):
+        load_config(RewardConfig, {"exact_match_tasks": ["trivia"]})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['weight'\]"):
         load_config(RewardConfig, {"weight": {"format": 1.0}})
+
+
+def test_exact_match_is_scanqas_em_on_qa_answers():
+    """exact_match scores the answer as r1 eval's ScanQA EM does (normalised: case, articles,
+    punctuation); malformed answers score 0; other tasks and samples without references get None;
+    it agrees with answer_match on every sample."""
+    from r1_core.eval.qa import answer_match
+
+    em = get_reward("exact_match")
+    answers = ["The brown chair.", "a chair", "brown", "brown chair <box>1,2,3,1,1,1</box>", "brown chair", "x"]
+    comps = [f"<think>t</think><answer>{a}</answer>" for a in answers] + ["brown chair"]   # last: no tags
+    refs = [["brown chair"]] * 6 + [["brown chair"]]
+    tasks = ["qa"] * 5 + ["grounding", "qa"]
+    out = em(None, comps, references=refs, tasks=tasks)
+    assert out == [1.0, 0.0, 0.0, 1.0, 1.0, None, 0.0]
+    for a, r, o in zip(answers[:5], refs, out):
+        assert o == answer_match(ParsedResponse("", a).answer_plain, r)[0]
+    assert em(None, comps[:1], references=[[" "]], tasks=["qa"]) == [None]        # no usable reference
+    assert em(None, comps[:1], references=[["brown chair"]]) == [1.0]              # no tasks: applies
+    with pytest.raises(ValueError, match=r"references\[0\]: expected a list of reference strings"):
+        em(None, comps[:1], references=["brown chair"], tasks=["qa"])
+    with pytest.raises(ValueError, match="tasks\\[0\\]: unknown task 'trivia'"):
+        em(None, comps[:1], references=refs[:1], tasks=["trivia"])
+    total, per = CombinedReward(RewardConfig(weights={"format": 1.0, "exact_match": 1.0}))(
+        None, comps, references=refs, tasks=tasks)
+    assert per["exact_match"] == out and total[:3] == [1.0, 0.5, 0.5] and total[5] == 1.0 and total[6] == 0.0
 
 
 def test_combined_reward_is_the_weighted_mean_of_applicable_rewards():

