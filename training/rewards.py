@@ -180,6 +180,13 @@ def _plain(text: str) -> str:
     return ParsedResponse("", text).answer_plain
 
 
+def _references(r: Any, i: int) -> list[str]:
+    """Sample i's reference answers with box literals removed, blank ones dropped."""
+    if isinstance(r, str) or not isinstance(r, (list, tuple)) or not all(isinstance(x, str) for x in r):
+        raise ValueError(f"references[{i}]: expected a list of reference strings, got {r!r}")
+    return [p for p in (_plain(x) for x in r) if p]
+
+
 def _check_tasks(tasks: list | None) -> None:
     for i, t in enumerate(tasks or []):
         if t not in TASKS:
@@ -391,10 +398,7 @@ class SemanticReward:
         answers: list[str | None] = []
         refs: list[list[str]] = []
         for i, text in enumerate(texts):
-            r = refs_col[i]
-            if isinstance(r, str) or not isinstance(r, (list, tuple)) or not all(isinstance(x, str) for x in r):
-                raise ValueError(f"references[{i}]: expected a list of reference strings, got {r!r}")
-            refs.append([p for p in (_plain(x) for x in r) if p])
+            refs.append(_references(refs_col[i], i))
             parsed = _response(text, self.cfg)
             answers.append(parsed.answer_plain if parsed is not None else None)
         unique = sorted({a for a, rs in zip(answers, refs) if a and rs} | {x for rs in refs for x in rs})
@@ -435,10 +439,7 @@ class ExactMatchReward:
         _check_tasks(tasks)
         out: list[float | None] = []
         for i, text in enumerate(texts):
-            r = refs_col[i]
-            if isinstance(r, str) or not isinstance(r, (list, tuple)) or not all(isinstance(x, str) for x in r):
-                raise ValueError(f"references[{i}]: expected a list of reference strings, got {r!r}")
-            refs = [p for p in (_plain(x) for x in r) if p.strip()]
+            refs = _references(refs_col[i], i)
             if not refs or (tasks is not None and tasks[i] not in self.cfg.exact_match_tasks):
                 out.append(None)
                 continue
