@@ -123,6 +123,32 @@ def _merge(base: dict, overrides: Mapping[str, Any]) -> dict:
     return out
 
 
+def _with_overridden_sections(obj: Any, data: dict, overrides: Mapping[str, Any]) -> dict:
+    """`data` where each section (nested dataclass) and dict field an override reaches into
+    starts from its value in `obj`, the config built from `data` alone. So
+    `grpo.reward_weights.exact_match=1` adds a weight to the default ones instead of replacing
+    them all, and `stage.steps=2` keeps the other values of a section whose default factory
+    sets them."""
+    out = dict(data)
+    names = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        sub = {rest: value} if rest else value
+        if head not in names or not isinstance(sub, Mapping):
+            continue                      # unknown keys and plain values: _build judges them
+        current = getattr(obj, head)
+        if isinstance(current, dict):
+            out.setdefault(head, dict(current))
+        elif dataclasses.is_dataclass(current):
+            prev = out.get(head)
+            section = dict(prev) if isinstance(prev, Mapping) else {}
+            for f in dataclasses.fields(current):
+                if f.init and f.name not in section:
+                    section[f.name] = getattr(current, f.name)
+            out[head] = _with_overridden_sections(current, section, sub)
+    return out
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing file or a non-mapping top level is a ConfigError."""
     path = Path(path)
@@ -156,6 +182,13 @@ def load_config(
         if section not in data:
             raise ConfigError(f"{origin}: no section {section!r}; sections: {sorted(data)}")
         data = dict(data[section] or {})
+    if overrides:
+        try:
+            base = _build(cls, data)
+        except ConfigError:
+            base = None                   # the overrides may be what makes it valid
+        if base is not None:
+            data = _with_overridden_sections(base, data, overrides)
     data = _merge(data, overrides or {})
     try:
         return _build(cls, data)

@@ -59,3 +59,32 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level"):
         load_config(Outer, bad)
+
+
+@dataclass
+class Weights:
+    weights: dict = field(default_factory=lambda: {"a": 1.0, "b": 1.0})
+    steps: int = 1
+
+
+@dataclass
+class Run:
+    stage: Weights = field(default_factory=lambda: Weights(steps=7))   # a factory that is not Weights()
+    other: Weights = field(default_factory=Weights)
+
+
+def test_a_dotted_override_into_a_dict_field_keeps_its_other_entries(tmp_path):
+    """`stage.weights.c=2` adds to the default weights (it used to replace them all: only c
+    left); a dict the YAML states is the YAML's; a nested factory's values are not reset."""
+    cfg = load_config(Run, {}, overrides={"stage.weights.c": 2.0})
+    assert cfg.stage.weights == {"a": 1.0, "b": 1.0, "c": 2.0} and cfg.stage.steps == 7
+    assert cfg.other == Weights()
+    cfg = load_config(Run, {}, overrides={"stage": {"weights": {"b": 0.0}}})
+    assert cfg.stage.weights == {"a": 1.0, "b": 0.0} and cfg.stage.steps == 7
+    y = tmp_path / "run.yaml"
+    y.write_text("stage:\n  weights: {a: 3.0}\n")
+    assert load_config(Run, y).stage.weights == {"a": 3.0}
+    assert load_config(Run, y, overrides={"stage.weights.c": 2.0}).stage.weights == {"a": 3.0, "c": 2.0}
+    assert load_config(Run, {}, overrides={"stage.steps": 2}).stage == Weights(steps=2)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['nope'\]"):
+        load_config(Run, {}, overrides={"stage.nope.x": 1})
