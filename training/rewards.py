@@ -193,6 +193,14 @@ def _check_tasks(tasks: list | None) -> None:
             raise ValueError(f"tasks[{i}]: unknown task {t!r}; choose one of {list(TASKS)}")
 
 
+def _task_applies(kwargs: dict, n: int, scoped: tuple[str, ...]) -> list[bool]:
+    """Per sample: whether a reward scoped to the tasks `scoped` applies (every sample when no
+    `tasks` are given); the tasks are checked."""
+    tasks = _column(kwargs, "tasks", n, required=False)
+    _check_tasks(tasks)
+    return [True] * n if tasks is None else [t in scoped for t in tasks]
+
+
 # ---- format -----------------------------------------------------------------------------------
 def format_violation(text: str, cfg: RewardConfig | None = None) -> str | None:
     """Why `text` breaks the format (a short reason), or None when it follows it."""
@@ -264,12 +272,11 @@ class PerceptionReward:
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         texts = _texts(completions)
         gts = _column(kwargs, "gt_boxes", len(texts), required=True)
-        tasks = _column(kwargs, "tasks", len(texts), required=False)
-        _check_tasks(tasks)
+        applies = _task_applies(kwargs, len(texts), self.cfg.perception_tasks)
         out: list[float | None] = []
         for i, text in enumerate(texts):
             gt = _gt_array(gts[i], i)
-            if gt is None or (tasks is not None and tasks[i] not in self.cfg.perception_tasks):
+            if gt is None or not applies[i]:
                 out.append(None)
                 continue
             parsed = _response(text, self.cfg)
@@ -435,12 +442,11 @@ class ExactMatchReward:
 
         texts = _texts(completions)
         refs_col = _column(kwargs, "references", len(texts), required=True)
-        tasks = _column(kwargs, "tasks", len(texts), required=False)
-        _check_tasks(tasks)
+        applies = _task_applies(kwargs, len(texts), self.cfg.exact_match_tasks)
         out: list[float | None] = []
         for i, text in enumerate(texts):
             refs = _references(refs_col[i], i)
-            if not refs or (tasks is not None and tasks[i] not in self.cfg.exact_match_tasks):
+            if not refs or not applies[i]:
                 out.append(None)
                 continue
             parsed = _response(text, self.cfg)
