@@ -56,8 +56,7 @@ def _synth(args) -> int:
         rooms = None if args.val_rooms is None else parse_room_ranges(args.val_rooms)
     except ValueError as e:
         raise SystemExit(f"r1 data synth --val-rooms: {e}") from None
-    val_scenes = len(rooms) if rooms is not None else (20 if args.val_scenes is None else args.val_scenes)
-    st = write_dataset(args.out, args.scenes, val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
+    st = write_dataset(args.out, args.scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
                        val_start=args.val_from, val_rooms=rooms)
     print(f"wrote {sum(len(v) for v in st.scenes.values())} scenes to {args.out} in {st.seconds:.1f} s")
     for k, v in sorted(st.records.items()):

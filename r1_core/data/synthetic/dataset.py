@@ -61,7 +61,7 @@ def write_annotations(layout: DatasetLayout, split: str, anns: list[SceneAnnotat
             "3dllm_dialogue": len(cat.dialogue), "3dllm_planning": len(cat.planning)}
 
 
-def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int = 20, seed: int = 0,
+def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int | None = None, seed: int = 0,
                   cfg: SynthConfig | None = None, lang: LanguageConfig | None = None, cot: bool = True,
                   progress: bool = True, val_start: int | None = None,
                   val_rooms: Sequence[int] | None = None) -> DatasetStats:
@@ -70,12 +70,14 @@ def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int = 20
     Room i is generated from (seed, i) alone. The held-out rooms are val_start .. val_start +
     val_scenes - 1 (default: right after the training rooms), the training rooms the first
     train_scenes others. So `train_scenes=300, val_start=100` holds out exactly the rooms of the
-    default 100 + 20 dataset and trains on 200 more. `val_rooms` names the held-out rooms instead
-    (val_scenes is then their count): `train_scenes=300, val_rooms=[100..119, 320..379]` trains on
+    default 100 + 20 dataset and trains on 200 more. val_scenes defaults to 20. `val_rooms` names the
+    held-out rooms instead (val_scenes, if given, must be their count): `train_scenes=300, val_rooms=[100..119, 320..379]` trains on
     the very rooms of `train_scenes=300, val_start=100` and holds out 60 more."""
     from tqdm import tqdm
 
     cfg, lang = cfg or SynthConfig(), lang or LanguageConfig()
+    if val_scenes is None:
+        val_scenes = len(val_rooms) if val_rooms is not None else 20
     if train_scenes < 1 or val_scenes < 0:
         raise ValueError(f"need train_scenes >= 1 and val_scenes >= 0, got {train_scenes}, {val_scenes}")
     if val_rooms is not None:
