@@ -11,13 +11,14 @@
 #       GRPO from an SFT checkpoint brought to another machine (a GPU session holds one for 30
 #       minutes at most), e.g. the shipped r1_core/assets/r1-nano: the pack is rebuilt with its
 #       detector (frozen after stage 0, so it is the pack the checkpoint was trained on); no
-#       detector or SFT stage; the SFT checkpoint's predictions are made beside GRPO's at the end.
+#       detector or SFT stage.
+# The SFT checkpoint's predictions are made at the end, beside GRPO's (STOP_AFTER=grpo stops before).
 #   SFT_FROM=CHECKPOINT GRPO_RESUME=<earlier machine's run/grpo/checkpoint-N> scripts/gpu/nano_pipeline.sh WORKDIR
 #       a GRPO run longer than one machine holds: continue at the last checkpoint-N (every
 #       grpo.save_every steps, with its optimiser state) of the run a previous machine started.
 # Other settings (environment): SCENES / VAL_SCENES / VAL_FROM / VAL_ROOMS (`r1 data synth`), SETS ("key=value
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
-# e.g. eval_sft), WAIT_FOR (a file: SFT and GRPO start once it exists, e.g. when the backbone wheels
+# e.g. sft or grpo), WAIT_FOR (a file: SFT and GRPO start once it exists, e.g. when the backbone wheels
 # are installed while data and pack are built).
 set -euo pipefail
 W=${1:-/tmp/nano}
@@ -60,23 +61,18 @@ else
   stage pack     $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$DET" --out "$W/run/pack" --workers $WORKERS
   wait_for_file
   stage sft      $R train sft --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --detector "$DET" --out "$W/run/sft"
-  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH
 fi
 wait_for_file
 stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo" ${GRPO_RESUME:+--resume "$GRPO_RESUME"}
-# the GRPO checkpoint's two evaluations (and, on a machine that got the SFT checkpoint through SFT_FROM,
-# the SFT checkpoint's) share the GPU side by side (each is input-bound); STOP_AFTER names no stage
-# after grpo
-sft_eval=""
-if [ -n "${SFT_FROM:-}" ]; then
-  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH &
-  sft_eval=$!
-fi
+# the SFT checkpoint's evaluation and the GRPO checkpoint's two share the GPU side by side (each is
+# input-bound); STOP_AFTER names no stage after grpo
+stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH &
+sft_eval=$!
 stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size $EVAL_BATCH &
 dynamic=$!
 stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size $EVAL_BATCH --no-dense-caption &
 uniform=$!
 wait $dynamic
 wait $uniform
-[ -z "$sft_eval" ] || wait $sft_eval
+wait $sft_eval
 echo "=== all done $(date +%T)"
