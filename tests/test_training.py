@@ -452,3 +452,20 @@ def test_task_budget_parsing():
     for bad in ("planning", "plan=3", "planning=0", "planning=x"):
         with pytest.raises(ValueError, match="TASK=N"):
             parse_task_budgets([bad])
+
+
+def test_predictions_read_back_plain_or_gzipped_and_a_bad_line_is_named(tmp_path):
+    import gzip
+
+    from training.evaluate import read_predictions, write_predictions
+
+    preds = [{"task": "qa", "answer": "two", "references": ["2"]}, {"task": "grounding", "boxes": [[0.0] * 6]}]
+    plain = write_predictions(preds, tmp_path / "p.jsonl")
+    packed = tmp_path / "p.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_predictions(plain) == preds
+    assert read_predictions(packed) == preds
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(plain.read_text() + '{"task": "qa", "answer": \n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 3 is not a JSON prediction"):
+        read_predictions(bad)

@@ -19,6 +19,7 @@ Benchmarks scored from a pack's validation examples (their original annotation f
 """
 from __future__ import annotations
 
+import gzip
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -198,4 +199,16 @@ def write_predictions(preds: list[dict], path: str | Path) -> Path:
 
 
 def read_predictions(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Predictions written by write_predictions: JSON lines, plain or gzipped (name ending .gz, as
+    bench/results keeps them)."""
+    path = Path(path)
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    preds = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            preds.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {n} is not a JSON prediction ({e.msg}): {line[:80]!r}") from None
+    return preds
