@@ -49,8 +49,13 @@ def cpu_bench(args) -> dict:
     rows["int8"]["same_64_tokens_as_float"] = rows["int8"].pop("text") == rows["float"].pop("text")
     print(f"int8 weights: {rows['int8']['speedup_vs_float']:.2f}x faster than float; same 64 tokens: "
           f"{rows['int8']['same_64_tokens_as_float']}")
-    return {"device": f"cpu x{args.threads}", "device_tag": f"cpu{args.threads}", "checkpoint": args.checkpoint,
-            "grounding": rows}
+    from bench.machine import cpu_tag
+
+    from r1_core.model.quantize import PREFILL_DTYPE
+
+    rows["int8"]["prefill_matmul_dtype"] = str(PREFILL_DTYPE).removeprefix("torch.")
+    return {"device": f"cpu x{args.threads}", "device_tag": f"cpu{args.threads}", "machine": cpu_tag(),
+            "checkpoint": args.checkpoint, "grounding": rows}
 
 
 def _cpu_latency(args, lm_weights: str) -> dict:

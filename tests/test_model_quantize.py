@@ -5,11 +5,15 @@ import pytest
 import torch
 from torch import nn
 
+from r1_core.model import quantize
 from r1_core.model.quantize import DECODE_ROWS, Int8WeightOnlyLinear, quantize_linears_int8
 
 
+@pytest.mark.parametrize("prefill_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3, DECODE_ROWS, DECODE_ROWS + 1, 64])
-def test_int8_linear_equals_the_dequantised_reference(rows):
+def test_int8_linear_equals_the_dequantised_reference(rows, prefill_dtype, monkeypatch):
+    # both prefill precisions on any CPU: bf16 is chosen where the CPU multiplies bf16 natively
+    monkeypatch.setattr(quantize, "PREFILL_DTYPE", prefill_dtype)
     g = torch.Generator().manual_seed(rows)
     lin = nn.Linear(96, 160, bias=True)
     with torch.no_grad():
@@ -21,10 +25,12 @@ def test_int8_linear_equals_the_dequantised_reference(rows):
     x = torch.randn(2, rows, 96, generator=g)
     ref = x @ q.dequantized().T + lin.bias
     out = q(x)
-    assert out.shape == (2, rows, 160)
-    if 2 * rows <= DECODE_ROWS:     # int8 kernel with bf16 activations: bf16 rounding of x and y
+    assert out.shape == (2, rows, 160) and out.dtype == torch.float32
+    if 2 * rows <= DECODE_ROWS or prefill_dtype == torch.bfloat16:
+        # int8 kernel with bf16 activations, or a bf16 prefill matmul: bf16 rounding of x, w and y
         torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
-    else:                           # float matmul on the dequantised weights: the reference itself
+        assert (out - ref).abs().max() > 0       # it did round: this is not the fp32 path
+    else:                           # fp32 matmul on the dequantised weights: the reference itself
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # and close to the original float layer
     assert (out - lin(x)).abs().max() < 0.05 * lin(x).abs().max()
