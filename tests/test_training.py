@@ -407,6 +407,24 @@ def test_evaluation_predicts_and_scores(sft_run):
     json.dumps(results)
 
 
+def test_evaluation_leaves_the_lora_state_it_found_and_runs_on_int8_weights(sft_run):
+    # `r1 eval --lm-weights int8` made every prediction, then failed: predict unmerged LoRA at the
+    # end, which an int8 model refuses (its merge is one way)
+    from r1_core.model.checkpoint import load_checkpoint
+    from training.evaluate import predict
+
+    root, _, _ = sft_run
+    pack = TrainingPack(root / "pack")
+    model, _ = load_checkpoint(root / "sft" / "final")
+    float_preds = predict(model, pack, limit=4, max_new_tokens=8, batch_size=4, progress=False, dense_caption=False)
+    assert not model.lora_merged
+    model.quantize_int8()
+    int8_preds = predict(model, pack, limit=4, max_new_tokens=8, batch_size=4, progress=False, dense_caption=False)
+    assert model.int8_weights and model.lora_merged
+    assert [p["question"] for p in int8_preds] == [p["question"] for p in float_preds]
+    assert all(p["raw"] for p in int8_preds)
+
+
 def test_evaluation_uses_each_task_budget(sft_run, monkeypatch):
     """Planning batches get their own new-token budget; no batch mixes budgets. Decoding replays
     a CUDA graph on a GPU only."""

@@ -82,12 +82,14 @@ def predict(model: R1Model, pack: TrainingPack, split: str = "val", views: str =
     budgets = TASK_MAX_NEW_TOKENS if task_max_new_tokens is None else task_max_new_tokens
     if cuda_graph is None:
         cuda_graph = model.device.type == "cuda"
+    was_merged = model.lora_merged          # an int8 model (quantize_int8) is merged for good
     model.eval().merge_lora()
     try:
         return _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, tasks, dense_caption,
                         limit, every, progress, budgets, cuda_graph)
     finally:
-        model.unmerge_lora()
+        if not was_merged:
+            model.unmerge_lora()
 
 
 def _predict(model, pack, split, views, num_views, batch_size, max_new_tokens, tasks, dense_caption, limit, every,
