@@ -16,7 +16,7 @@ float matmul on the weights dequantised on the fly, which is faster there than t
 in bf16 where the CPU has native bf16 matmuls (PREFILL_DTYPE).
 
 Measured on the 2-core machine (bench/inference.py --cpu, 2026-11-25): a grounding request takes
-1.79 s instead of 3.78 s (2.1x), with the same 64 greedy tokens. A decode step takes ~16 ms instead
+1.74 s instead of 3.90 s (2.2x), with the same 64 greedy tokens. A decode step takes ~16 ms instead
 of ~42 ms; prefill of the 450-token prompt 0.30 s instead of 0.60 s. Answers can change: on 143
 grounding and QA requests of two synthetic rooms (`r1 eval --lm-weights int8` against float, same
 inputs) 9 answers differ, Acc@0.25 51.4 -> 49.5 and QA EM 40.6 -> 37.5. So float stays the default.
