@@ -245,3 +245,33 @@ def test_a_prompt_given_a_target_equals_the_prompt_prepared_with_it(trained):
         model.with_target(a, target)
     with pytest.raises(ValueError, match="exceeds max_length"):
         model.with_target(prompt, [target[0]] * model.cfg.max_length)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "tiny-vl"])
+def test_prompt_pieces_are_tokenised_once_and_give_the_tokenizers_ids(backbone, monkeypatch):
+    """prepare memoises each prompt piece's token ids (text_ids): a second prompt over the same
+    scene tokenises only what is new, and the ids are what the tokenizer gives for each piece."""
+    from r1_core.model.prompts import build_prompt
+
+    torch.manual_seed(0)
+    model = R1Model(tiny_config(backbone)).eval()
+    scene, vs = model.encode_scene(cloud()), views()
+    tok = model.tokenizer
+    calls = []
+    real_call = type(tok).__call__
+    monkeypatch.setattr(type(tok), "__call__", lambda self, text, **kw: calls.append(text) or real_call(self, text, **kw))
+    first = model.prepare(scene, vs, SceneQuery("grounding", "the red chair"))
+    n_first = len(calls)
+    second = model.prepare(scene, vs, SceneQuery("grounding", "the blue chair"))
+    assert 0 < len(calls) - n_first < n_first / 3          # only the pieces holding the new question
+    n_second = len(calls)
+    again = model.prepare(scene, vs, SceneQuery("grounding", "the red chair"))
+    assert again.input_ids == first.input_ids and len(calls) == n_second     # every piece cached
+    monkeypatch.undo()
+    # the ids are the tokenizer's, piece by piece: a model with an empty cache gives the same prompt
+    fresh = R1Model(tiny_config(backbone)).eval()
+    assert fresh.prepare(scene, vs, SceneQuery("grounding", "the blue chair")).input_ids == second.input_ids
+    pieces = build_prompt(SceneQuery("grounding", "the red chair"), len(scene.token_inputs),
+                          [model.cfg.views.tokens_per_view + 1] * len(vs), tok, model.cfg.system_prompt)
+    text = next(p.text for p in pieces if not p.kind)
+    assert list(model.text_ids(text)) == tok(text, add_special_tokens=False)["input_ids"]
