@@ -3,6 +3,12 @@
     python3 bench/train.py --gpu                      # 7B-sized Qwen2.5-VL LM + LoRA: SFT samples/s, GRPO prompts/s
     python bench/train.py --from-runs runs/nano       # R1-nano: rates from a real run's metrics.jsonl
     python bench/train.py --grpo-steps A/metrics.jsonl B/metrics.jsonl   # GRPO seconds per step and phase
+    python3 bench/train.py --sft-phases PACK --init CHECKPOINT           # where an SFT step's time goes
+
+SFT phases: R1-nano's SFT step (the recipe's batch, precision and views) split into views,
+prepare, collate, forward, backward and optimiser, with a device sync after each phase; and the
+same steps unsynchronised, as training runs them. On the GPU machine SFT is input-bound (2.3 it/s
+at batch 16, the GPU mostly idle): this says which part of the step to make faster.
 
 GPU: random-init model with Qwen2.5-VL-7B's language-model shapes in bf16, LoRA rank 16 on all
 attention/MLP projections (peft), the same code paths our trainers use: SFT = forward+backward
@@ -156,6 +162,86 @@ def gpu_7b(args) -> dict:
     return out
 
 
+PHASES = ("views", "prepare", "collate", "forward", "backward", "optimizer")
+
+
+def sft_phases(recipe, pack_dir: Path, init: Path, steps: int, warmup: int = 3) -> dict:
+    """Mean seconds per SFT step phase (synced after each) and per whole step (unsynced)."""
+    import numpy as np
+
+    from training.common import make_optimizer
+    from training.data import TrainingPack
+    from training.sft import build_model, encode_scenes, global_batches, resolve_examples
+
+    cfg = recipe.sft
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+    model = build_model(recipe, None, init, dev)
+    pack = TrainingPack(pack_dir)
+    examples = [e for e in pack.examples("train") if not cfg.tasks or e.task in cfg.tasks]
+    batches = list(global_batches(len(examples), cfg.batch_size, 2 * (warmup + steps), cfg.seed))
+    used = sorted({i for b in batches for i in b})
+    enc = encode_scenes(model, pack, [examples[i].scene_id for i in used], progress=False)
+    kept, _ = resolve_examples([examples[i] for i in used], enc, cfg.min_ref_iou)
+    if len(kept) < cfg.batch_size:
+        raise SystemExit(f"{pack_dir}: fewer than {cfg.batch_size} usable SFT examples")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt, _ = make_optimizer(params, cfg.optim, 2 * (warmup + steps))
+    order = np.random.default_rng(cfg.seed).permutation(len(kept))
+
+    def step(k: int, timed: dict | None) -> None:
+        marks = [time.perf_counter()]
+
+        def mark():
+            if timed is not None:
+                sync()
+                marks.append(time.perf_counter())
+        chunk = [kept[order[(k * cfg.batch_size + j) % len(kept)]] for j in range(cfg.batch_size)]
+        items = [(enc[r.example.scene_id], pack.views(r.example, cfg.views, cfg.num_views) if cfg.views != "none" else [],
+                  r.example.query(), r.target) for r in chunk]
+        mark()
+        # under the recipe's autocast, as accelerate runs R1Model.forward (prepare, collate, loss)
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            samples = [model.prepare(*it) for it in items]
+            mark()
+            batch = model.collate(samples)
+            mark()
+            loss = model.loss(batch)
+        mark()
+        loss.backward()
+        mark()
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        mark()
+        if timed is not None:
+            for name, a, b in zip(PHASES, marks, marks[1:]):
+                timed[name].append(b - a)
+
+    model.train()
+    for k in range(warmup):
+        step(k, None)
+    timed = {name: [] for name in PHASES}
+    for k in range(steps):
+        step(warmup + k, timed)
+    sync()
+    t = time.perf_counter()
+    for k in range(steps):
+        step(warmup + steps + k, None)
+    sync()
+    unsynced = (time.perf_counter() - t) / steps
+    out = {f"{name}_s": float(np.mean(v)) for name, v in timed.items()}
+    out.update(synced_step_s=float(sum(out.values())), step_s=unsynced, batch_size=cfg.batch_size,
+               steps=steps, device=str(dev), mixed_precision=cfg.mixed_precision)
+    print("| phase | ms per step |\n|---|---:|")
+    for name in PHASES:
+        print(f"| {name} | {1e3 * out[name + '_s']:.1f} |")
+    print(f"| sum (synced after each phase) | {1e3 * out['synced_step_s']:.1f} |\n"
+          f"| step as training runs it (unsynced) | {1e3 * unsynced:.1f} |")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true")
@@ -165,7 +251,14 @@ def main() -> int:
     ap.add_argument("--response-tokens", type=int, default=128)
     ap.add_argument("--sft-batch", type=int, default=4)
     ap.add_argument("--grpo-prompts", type=int, default=2)
+    ap.add_argument("--sft-phases", type=Path, metavar="PACK", help="time an SFT step's phases on this pack")
+    ap.add_argument("--init", type=Path, help="--sft-phases: the checkpoint to train from")
+    ap.add_argument("--recipe", type=Path, default=ROOT / "config" / "train" / "nano.yaml")
+    ap.add_argument("--steps", type=int, default=20, help="--sft-phases: steps timed (after 3 warm-up steps)")
+    ap.add_argument("--batch-size", type=int, help="--sft-phases: instead of the recipe's sft.batch_size (a CPU check)")
     args = ap.parse_args()
+    if args.sft_phases and not args.init:
+        ap.error("--sft-phases needs --init CHECKPOINT")
     payload = {"date": dt.date.today().isoformat()}
     if args.from_runs:
         payload["r1_nano"] = from_runs(args.from_runs)
@@ -175,7 +268,18 @@ def main() -> int:
     if args.gpu:
         payload["device"] = torch.cuda.get_device_name(0)
         payload["qwen2.5-vl-7b-lora"] = gpu_7b(args)
-    tag = payload.get("device", "runs").split()[1].lower() if args.gpu else ("grpo-steps" if args.grpo_steps else "nano-run")
+    if args.sft_phases:
+        from training.recipe import load_recipe
+
+        payload["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}"
+        recipe = load_recipe(args.recipe)
+        if args.batch_size:
+            recipe.sft.batch_size = args.batch_size
+        payload["r1_nano_sft_phases"] = sft_phases(recipe, args.sft_phases, args.init, args.steps)
+    if args.sft_phases:
+        tag = ("-".join(payload["device"].split()[1:3]).lower() if torch.cuda.is_available() else "cpu") + "-sft-phases"
+    else:
+        tag = payload.get("device", "runs").split()[1].lower() if args.gpu else ("grpo-steps" if args.grpo_steps else "nano-run")
     out = ROOT / "bench" / "results" / f"train-{payload['date']}-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=1))

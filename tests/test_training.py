@@ -487,3 +487,20 @@ def test_predictions_read_back_plain_or_gzipped_and_a_bad_line_is_named(tmp_path
     bad.write_text(plain.read_text() + '{"task": "qa", "answer": \n')
     with pytest.raises(ValueError, match=r"bad.jsonl: line 3 is not a JSON prediction"):
         read_predictions(bad)
+
+
+def test_sft_phase_bench_times_every_phase_of_real_steps(sft_run):
+    """bench/train.py --sft-phases: each phase of the recipe's SFT step is timed, the synced
+    phases add up to the step, and the unsynced step is timed too."""
+    import importlib.util
+    from pathlib import Path
+
+    root, recipe, _ = sft_run
+    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).resolve().parents[1] / "bench" / "train.py")
+    bench_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_train)
+    out = bench_train.sft_phases(recipe, root / "pack", root / "sft" / "final", steps=2, warmup=1)
+    assert all(out[f"{name}_s"] > 0 for name in bench_train.PHASES)
+    assert out["synced_step_s"] == pytest.approx(sum(out[f"{n}_s"] for n in bench_train.PHASES))
+    assert 0 < out["step_s"] < 5 * out["synced_step_s"]
+    assert out["batch_size"] == recipe.sft.batch_size and out["steps"] == 2
