@@ -276,7 +276,6 @@ def main() -> int:
         if args.batch_size:
             recipe.sft.batch_size = args.batch_size
         payload["r1_nano_sft_phases"] = sft_phases(recipe, args.sft_phases, args.init, args.steps)
-    if args.sft_phases:
         tag = ("-".join(payload["device"].split()[1:3]).lower() if torch.cuda.is_available() else "cpu") + "-sft-phases"
     else:
         tag = payload.get("device", "runs").split()[1].lower() if args.gpu else ("grpo-steps" if args.grpo_steps else "nano-run")

@@ -12,7 +12,6 @@
 #       minutes at most), e.g. the shipped r1_core/assets/r1-nano: the pack is rebuilt with its
 #       detector (frozen after stage 0, so it is the pack the checkpoint was trained on); no
 #       detector or SFT stage.
-# The SFT checkpoint's predictions are made at the end, beside GRPO's (STOP_AFTER=grpo stops before).
 #   SFT_FROM=CHECKPOINT GRPO_RESUME=<earlier machine's run/grpo/checkpoint-N> scripts/gpu/nano_pipeline.sh WORKDIR
 #       a GRPO run longer than one machine holds: continue at the last checkpoint-N (every
 #       grpo.save_every steps, with its optimiser state) of the run a previous machine started.
@@ -20,6 +19,7 @@
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
 # e.g. sft or grpo), WAIT_FOR (a file: SFT and GRPO start once it exists, e.g. when the backbone wheels
 # are installed while data and pack are built).
+# The SFT checkpoint's predictions are made at the end, beside GRPO's (STOP_AFTER=grpo stops before).
 set -euo pipefail
 W=${1:-/tmp/nano}
 R="${PYTHON:-python3} -m r1_ros.cli"

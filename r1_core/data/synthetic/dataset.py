@@ -70,9 +70,10 @@ def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int | No
     Room i is generated from (seed, i) alone. The held-out rooms are val_start .. val_start +
     val_scenes - 1 (default: right after the training rooms), the training rooms the first
     train_scenes others. So `train_scenes=300, val_start=100` holds out exactly the rooms of the
-    default 100 + 20 dataset and trains on 200 more. val_scenes defaults to 20. `val_rooms` names the
-    held-out rooms instead (val_scenes, if given, must be their count): `train_scenes=300, val_rooms=[100..119, 320..379]` trains on
-    the very rooms of `train_scenes=300, val_start=100` and holds out 60 more."""
+    default 100 + 20 dataset and trains on 200 more. val_scenes defaults to 20. `val_rooms` names
+    the held-out rooms instead (val_scenes, if given, must be their count):
+    `train_scenes=300, val_rooms=[100..119, 320..379]` trains on the very rooms of
+    `train_scenes=300, val_start=100` and holds out 60 more."""
     from tqdm import tqdm
 
     cfg, lang = cfg or SynthConfig(), lang or LanguageConfig()
