@@ -333,6 +333,58 @@ def test_grpo_with_one_update_per_batch_never_clips_despite_lora_dropout(sft_run
     assert max(clips[2]) > 0, clips
 
 
+def _sft_loss(checkpoint, pack, recipe) -> float:
+    """Mean SFT loss of a checkpoint over every SFT example of the pack (no dropout)."""
+    from r1_core.model.checkpoint import load_checkpoint
+    from training.sft import encode_scenes, resolve_examples
+
+    model, _ = load_checkpoint(checkpoint)
+    model.eval()
+    examples = [e for e in pack.examples("train") if e.task in recipe.sft.tasks]
+    enc = encode_scenes(model, pack, [e.scene_id for e in examples], progress=False)
+    data, _ = resolve_examples(examples, enc, recipe.sft.min_ref_iou)
+    items = [(enc[r.example.scene_id], pack.views(r.example, recipe.grpo.views, recipe.grpo.num_views),
+              r.example.query(), r.target) for r in data]
+    with torch.no_grad():
+        return float(model(items))
+
+
+def test_grpo_sft_term_trains_the_sft_targets_and_is_off_at_zero(sft_run, tmp_path):
+    """grpo.sft_coef (PPO-ptx): with a reward that gives every completion the same value the
+    advantages are 0, so with beta = 0 GRPO alone leaves the adapter exactly as SFT left it;
+    with the SFT term the adapter moves, and lowers the SFT loss on the SFT examples."""
+    import copy
+
+    from training.grpo import train_grpo
+
+    root, recipe, _ = sft_run
+    recipe = copy.deepcopy(recipe)
+    g = recipe.grpo
+    g.tasks, g.steps, g.prompts_per_step, g.group_size, g.max_new_tokens = ("grounding",), 4, 2, 2, 4
+    g.beta, g.optim.lr, g.optim.warmup_steps, g.sft_batch_size = 0.0, 0.01, 1, 2
+    pack, init = TrainingPack(root / "pack"), root / "sft" / "final"
+
+    def flat(prompts, completions, **kw):
+        r = [0.5] * len(completions)
+        return r, {"flat": r}
+
+    sft = load_file(init / "adapter.safetensors")
+    for coef in (0.0, 1.0):
+        g.sft_coef = coef
+        train_grpo(recipe, pack, tmp_path / f"c{coef}", init=init, progress=False, reward_fn=flat)
+    still = load_file(tmp_path / "c0.0" / "final" / "adapter.safetensors")
+    assert all(torch.equal(still[k], sft[k]) for k in sft)
+    moved = load_file(tmp_path / "c1.0" / "final" / "adapter.safetensors")
+    assert any(not torch.equal(moved[k], sft[k]) for k in sft)
+    logged = [m for m in read_metrics(tmp_path / "c1.0") if m.get("stage") == "grpo"]
+    assert all(np.isfinite(m["sft_loss"]) for m in logged) and len(logged) == g.steps
+    assert not any("sft_loss" in m for m in read_metrics(tmp_path / "c0.0") if m.get("stage") == "grpo")
+    before, after = _sft_loss(init, pack, recipe), _sft_loss(tmp_path / "c1.0" / "final", pack, recipe)
+    assert after < before - 0.01, (before, after)
+    with pytest.raises(ValueError, match="grpo.sft_coef: expected a finite number >= 0, got -1"):
+        load_recipe(RECIPE, overrides={"grpo.sft_coef": -1})
+
+
 def test_sample_groups_gives_g_completions_per_prompt_in_prompt_order(monkeypatch):
     """Prompts are generated in batches of one budget each; the results come back prompt-major,
     G per prompt, each from its own prompt and budget, and each batch has its own seed."""

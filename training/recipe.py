@@ -7,6 +7,7 @@ The resolved recipe is printed at the start of every stage and saved next to its
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,11 @@ class GRPOConfig:
     log_every: int = 5
     save_every: int = 0
     gradient_checkpointing: bool = False   # recompute the LM's activations in backward: less memory, ~30% slower
+    # Weight of an SFT loss (the `sft` stage's examples and targets) added to every step, as
+    # InstructGPT's PPO-ptx mixes its pre-training loss into PPO: it holds the tasks the rewards do
+    # not score where SFT left them. 0 = off (the paper's GRPO).
+    sft_coef: float = 0.0
+    sft_batch_size: int = 16         # SFT examples per device per step when sft_coef > 0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=5))
 
     def __post_init__(self):
@@ -80,6 +86,11 @@ class GRPOConfig:
 
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"grpo.loss_type: unknown {self.loss_type!r}; choose one of {list(LOSS_TYPES)}")
+        if isinstance(self.sft_coef, bool) or not isinstance(self.sft_coef, (int, float)) \
+                or not math.isfinite(self.sft_coef) or self.sft_coef < 0:
+            raise ValueError(f"grpo.sft_coef: expected a finite number >= 0, got {self.sft_coef!r}")
+        if self.sft_batch_size < 1:
+            raise ValueError(f"grpo.sft_batch_size: expected a positive integer, got {self.sft_batch_size!r}")
         if self.group_size < 2:
             raise ValueError(f"grpo.group_size must be >= 2 (advantages are group-normalised), got {self.group_size}")
         from r1_core.query import TASKS
