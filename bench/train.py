@@ -7,8 +7,9 @@
 
 SFT phases: R1-nano's SFT step (the recipe's batch, precision and views) split into views,
 prepare, collate, forward, backward and optimiser, with a device sync after each phase; and the
-same steps unsynchronised, as training runs them. On the GPU machine SFT is input-bound (2.3 it/s
-at batch 16, the GPU mostly idle): this says which part of the step to make faster.
+same steps unsynchronised, as training runs them: which part of the step to make faster. On an
+H200 (bench/results/train-2026-11-25-h200-sft-phases.json) forward and backward take 430 ms of
+the 514 ms step synced after each phase (388 ms unsynced); the CPU-side prepare and collate 71 ms.
 
 GPU: random-init model with Qwen2.5-VL-7B's language-model shapes in bf16, LoRA rank 16 on all
 attention/MLP projections (peft), the same code paths our trainers use: SFT = forward+backward

@@ -65,7 +65,7 @@ else
   stage sft      $R train sft --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --detector "$DET" --out "$W/run/sft"
 fi
 wait_for_file
-# The evaluations share the GPU with each other and with GRPO (each is input-bound). With SFT_FROM
+# The evaluations share the GPU with each other and with GRPO. With SFT_FROM
 # the SFT checkpoint exists already, so its evaluation runs beside GRPO (unless STOP_AFTER stops
 # the run at GRPO); otherwise beside the GRPO checkpoint's.
 eval_sft() { stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH; }

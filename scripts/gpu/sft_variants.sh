@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Two SFT variants side by side on one GPU machine (SFT is input-bound, so two runs share an
-# H100 well), both from the shipped R1-nano's detector (no detector stage):
+# Two SFT variants side by side on one GPU machine (an SFT step leaves the GPU
+# partly idle, so two runs share an H100 well), both from the shipped R1-nano's detector (no detector stage):
 #   A: the default 100 + 20 rooms, the recipe as it is;
 #   B: 300 training rooms (the same 20 held-out rooms, `--val-from 100`), SFT steps B_STEPS.
 # Each stops after its SFT predictions on the held-out split. The backbone wheels may still be
