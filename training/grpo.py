@@ -30,9 +30,9 @@ dropout; the training pass with it. With num_iterations = 1 there is no old pass
 log-probs are the training pass's, detached.
 
 `grpo.sft_coef` > 0 adds that weight times the SFT loss on a batch of the SFT stage's examples to
-every step (InstructGPT's PPO-ptx; not in the paper): the rewards score grounding boxes and
-answer similarity, and without the term GRPO moved the answers they do not pin down (QA on 80
-held-out rooms) about as often to wrong as to right.
+every step (InstructGPT's PPO-ptx; not in the paper), to hold the tasks the rewards do not score
+where SFT left them. In R1-nano's one run with it (grounding and QA tasks, weight 0.25) QA still
+fell: bench/results/r1-nano-grpo-variants-2026-11-25-h200.
 
 What trains: the LoRA adapter (the policy). The reference policy is the SFT adapter, kept as a
 second, frozen peft adapter on the same base weights; encoder, projector and view encoders stay

@@ -75,7 +75,7 @@ class GRPOConfig:
     save_every: int = 0
     gradient_checkpointing: bool = False   # recompute the LM's activations in backward: less memory, ~30% slower
     # Weight of an SFT loss (the `sft` stage's examples and targets) added to every step, as
-    # InstructGPT's PPO-ptx mixes its pre-training loss into PPO: it holds the tasks the rewards do
+    # InstructGPT's PPO-ptx mixes its pre-training loss into PPO, to hold the tasks the rewards do
     # not score where SFT left them. 0 = off (the paper's GRPO).
     sft_coef: float = 0.0
     sft_batch_size: int = 16         # SFT examples per device per step when sft_coef > 0
