@@ -10,6 +10,7 @@ from r1_core.eval.qa import (
     exact_match,
     normalize_answer,
     scanqa_metrics,
+    scanqa_question_type,
     sqa3d_metrics,
     sqa3d_question_type,
 )
@@ -110,6 +111,32 @@ def test_scanqa_metrics_em_and_caption_columns():
     assert set(m) == {"EM", "EM-R", "BLEU-1", "ROUGE-L", "CIDEr"}
     assert 0 < m["ROUGE-L"] < 1
     assert set(scanqa_metrics(preds, refs, caption_metrics=())) == {"EM", "EM-R"}
+
+
+def test_scanqa_question_types_and_em_per_type():
+    t = scanqa_question_type
+    assert t("How many chairs are in the room?") == "how many"
+    assert t("What is the number of tables in this room?") == "how many"
+    assert t("Is there a mirror in the room?") == "is there" and t("  are there two lamps?") == "is there"
+    assert t("What is there on the table?") == "other"              # "is there" only at the start
+    assert t("How far is the cabinet from the door?") == "how far"
+    assert t("What colour is the sofa?") == "what colour" and t("what color is it") == "what colour"
+    assert t("Standing at the door and facing into the room, where is the lamp?") == "left/right from the door"
+    assert t("Where is the sink?") == "where"
+    assert t("What is under the desk?") == "what is on/under/above"
+    assert t("What kind of chair is it?") == "other"
+    with pytest.raises(ValueError, match="expected a string"):
+        t(None)
+    qs = {"a": "How many chairs?", "b": "how many lamps?", "c": "Where is the bed?", "d": "Is there a TV?"}
+    preds = {"a": "2", "b": "1", "c": "on the left", "d": "no"}
+    refs = {"a": ["two"], "b": ["3"], "c": ["next to the wall"], "d": ["no"]}
+    m = scanqa_metrics(preds, refs, caption_metrics=(), questions=qs)
+    assert m["EM"] == pytest.approx(0.5)
+    assert m["EM/how many"] == pytest.approx(0.5) and m["count/how many"] == 2
+    assert m["EM/where"] == 0.0 and m["EM/is there"] == 1.0
+    assert not any(k.startswith(("EM/how far", "EM/other")) for k in m)   # types without questions
+    with pytest.raises(ValueError, match="1 key.*without a question"):
+        scanqa_metrics(preds, refs, caption_metrics=(), questions={k: qs[k] for k in "abc"})
 
 
 def test_sqa3d_question_types_and_accuracy():

@@ -39,6 +39,14 @@ def test_tables_follow_the_paper_layout_and_omit_missing_benchmarks():
     assert md.count("**") == 4   # two tables
 
 
+def test_scanqa_by_question_type_shows_only_when_the_types_were_scored():
+    assert "by question type" not in markdown_tables(RESULTS)
+    typed = {"m": {"scanqa": {"EM": 0.5, "EM/how many": 0.75, "EM/where": 0.125}}}
+    rows = _table(markdown_tables(typed), "by question type")
+    assert rows[0][:3] == ["Method", "how many", "is there"] and rows[0][-1] == "other"
+    assert rows[2][1] == "75.00" and rows[2][2] == "–" and "12.50" in rows[2]
+
+
 def test_every_table_renders_with_all_benchmarks():
     full = {b: {c.metric: 0.5 for t in TABLES for c in t.columns if c.benchmark == b} for b in BENCHMARKS}
     md = markdown_tables({"m": full})

@@ -459,6 +459,21 @@ def test_evaluation_predicts_and_scores(sft_run):
     json.dumps(results)
 
 
+def test_scores_break_qa_down_by_question_type_when_predictions_carry_questions():
+    from training.evaluate import score
+
+    def qa(question, answer, refs):
+        return {"task": "qa", "question": question, "answer": answer, "references": refs, "well_formed": True}
+
+    preds = [qa("How many chairs?", "2", ["2"]), qa("How many lamps?", "1", ["3"]),
+             qa("Is there a TV?", "no", ["yes"]), qa("Where is the bed?", "by the wall", ["by the wall"])]
+    scanqa = score(preds)["scanqa"]
+    assert scanqa["EM"] == pytest.approx(0.5)
+    assert scanqa["EM/how many"] == pytest.approx(0.5) and scanqa["EM/is there"] == 0.0 and scanqa["EM/where"] == 1.0
+    del preds[0]["question"]                       # an older predictions file: no breakdown
+    assert not any(k.startswith("EM/") for k in score(preds)["scanqa"])
+
+
 def test_evaluation_leaves_the_lora_state_it_found_and_runs_on_int8_weights(sft_run):
     # `r1 eval --lm-weights int8` made every prediction, then failed: predict unmerged LoRA at the
     # end, which an int8 model refuses (its merge is one way)

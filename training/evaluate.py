@@ -172,7 +172,14 @@ def _score(by_task: dict[str, list[dict]], scorer) -> dict[str, dict[str, float]
         preds = {i: p["answer"] for i, p in enumerate(ps)}
         refs = {i: p["references"] for i, p in enumerate(ps)}
         bench = TASK_BENCHMARK[task]
-        results[bench] = scanqa_metrics(preds, refs, scorer=scorer) if task == "qa" else caption_metrics(preds, refs, scorer=scorer)
+        if task == "qa":
+            # EM per question type where every prediction carries its question
+            questions = {i: p.get("question") for i, p in enumerate(ps)}
+            if not all(isinstance(q, str) for q in questions.values()):
+                questions = None
+            results[bench] = scanqa_metrics(preds, refs, scorer=scorer, questions=questions)
+        else:
+            results[bench] = caption_metrics(preds, refs, scorer=scorer)
         results[bench]["well_formed"] = float(np.mean([p["well_formed"] for p in ps]))
     dense = by_task.get("scan2cap", [])
     if dense:

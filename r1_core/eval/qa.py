@@ -3,6 +3,7 @@
     from r1_core.eval.qa import exact_match, scanqa_metrics, sqa3d_metrics
     exact_match(["Brown."], [["brown", "dark brown"]])      # {'EM': 1.0, 'EM-R': 1.0}
     scanqa_metrics({"q1": "a chair"}, {"q1": ["chair"]})    # EM, EM-R + caption metrics
+    scanqa_metrics(preds, refs, questions=questions)        # + EM per question type
     sqa3d_metrics(preds, refs, questions)                   # EM overall + per question type
 
 Answer normalisation (`normalize_answer`), the rule the 3D-LLM line of work (LEO, and the
@@ -31,6 +32,13 @@ counts, which is the rule's known looseness). An empty (or whitespace-only) norm
 scores 0 for both; a reference that normalises to "" never matches by containment (the reference code
 would let it match anything).
 
+ScanQA EM per question type (`scanqa_question_type`, with `questions` given to `scanqa_metrics`):
+not part of ScanQA's protocol, a diagnostic. The types are what the question asks for, by the
+first rule that matches: "how many" (how many / number of), "is there" (is / are there),
+"how far", "what colour", "left/right from the door" (standing at / facing from the door),
+"where", "what is on/under/above", else "other". Counts, existence and distances are the types
+a model may answer from a prior rather than from the scene, so a shift in them shows up here first.
+
 SQA3D accuracy is EM (and EM-R) over all questions plus per question type; the type is the
 question's first word — what / is / how / can / which — anything else is "others" (the
 SQA3D paper's breakdown).
@@ -55,6 +63,16 @@ _TYPO_RE = re.compile(r"\b(" + "|".join(sorted(_TYPOS, key=len, reverse=True)) +
 _NUMBER_RE = re.compile(r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")\b")
 
 SQA3D_QUESTION_TYPES = ("what", "is", "how", "can", "which", "others")
+# (type, pattern on the lower-cased question); the first match wins
+SCANQA_QUESTION_TYPES = (
+    ("how many", r"\bhow many\b|\bnumber of\b"),
+    ("is there", r"^\s*(is|are) there\b"),
+    ("how far", r"\bhow far\b"),
+    ("what colour", r"\bwhat colou?r\b"),
+    ("left/right from the door", r"\bstanding at\b|\bfacing\b"),
+    ("where", r"\bwhere\b"),
+    ("what is on/under/above", r"\bwhat is (on|under|above)\b"),
+)
 
 
 def normalize_answer(text: str) -> str:
@@ -134,17 +152,29 @@ def scanqa_metrics(
     references: Mapping[Hashable, Sequence[str]],
     caption_metrics: Sequence[str] | None = None,
     scorer=None,
+    questions: Mapping[Hashable, str] | None = None,
 ) -> dict[str, float]:
     """ScanQA: EM and EM-R (normalised answers) plus the caption metrics on the raw answers
     (PTB-tokenised, pycocoevalcap) — the columns 3D-LLM papers report for ScanQA.
 
     caption_metrics: which of r1_core.eval.captions.CAPTION_METRICS (default all; () for none);
-    scorer: a CaptionScorer to reuse its METEOR JVM."""
+    scorer: a CaptionScorer to reuse its METEOR JVM; questions: the question texts, which add
+    "EM/<type>" and "count/<type>" per `scanqa_question_type` (types with questions only)."""
     from r1_core.eval.captions import CAPTION_METRICS
     from r1_core.eval.captions import caption_metrics as _caption_metrics
 
     keys = _aligned(predictions, references)
     out = exact_match([predictions[k] for k in keys], [references[k] for k in keys])
+    if questions is not None:
+        missing = [k for k in keys if k not in questions]
+        if missing:
+            raise ValueError(f"questions: {len(missing)} key(s) without a question text (e.g. {missing[:5]})")
+        by_type: dict[str, list] = {}
+        for k in keys:
+            by_type.setdefault(scanqa_question_type(questions[k]), []).append(k)
+        for t, ks in by_type.items():
+            out[f"EM/{t}"] = exact_match([predictions[k] for k in ks], [references[k] for k in ks])["EM"]
+            out[f"count/{t}"] = float(len(ks))
     wanted = CAPTION_METRICS if caption_metrics is None else tuple(caption_metrics)
     if wanted:
         out.update(_caption_metrics(
@@ -152,6 +182,14 @@ def scanqa_metrics(
             metrics=wanted, scorer=scorer,
         ))
     return out
+
+
+def scanqa_question_type(question: str) -> str:
+    """The question's type for the per-type ScanQA breakdown (module docstring), or "other"."""
+    if not isinstance(question, str):
+        raise ValueError(f"question: expected a string, got {type(question).__name__}")
+    q = question.lower()
+    return next((name for name, pattern in SCANQA_QUESTION_TYPES if re.search(pattern, q)), "other")
 
 
 def sqa3d_question_type(question: str) -> str:

@@ -11,8 +11,9 @@ functions of r1_core.eval return them (fractions; CIDEr on its 0..10 scale). Tab
 every value x100 with two decimals, as the paper does. Benchmarks (`BENCHMARKS`): scanrefer,
 nr3d (grounding.py), scan2cap (dense_caption.py), scanqa, sqa3d (qa.py), 3dllm_dialogue,
 3dllm_planning (captions.caption_metrics). A benchmark no method has is left out with its
-columns (and a table with no benchmark left is left out), a method that ran none of a
-table's benchmarks has no row there, and a metric a method lacks shows "–".
+columns (and a table with no benchmark left, or with none of its metrics in any method, is left
+out), a method that ran none of a table's benchmarks has no row there, and a metric a method
+lacks shows "–".
 An unknown benchmark name is an error (a typo would otherwise vanish from the report).
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+from r1_core.eval.qa import SCANQA_QUESTION_TYPES
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ TABLES: tuple[Table, ...] = (
     Table("3D question answering (ScanQA)",
           _cols("scanqa", "", [("CIDEr", "CIDEr"), ("BLEU-4", "BLEU-4"), ("METEOR", "METEOR"),
                                ("ROUGE-L", "ROUGE-L"), ("EM", "EM"), ("EM-R", "EM-R")])),
+    Table("ScanQA exact match by question type (a diagnostic, not in the paper)",
+          _cols("scanqa", "", [(f"EM/{t}", t) for t, _ in SCANQA_QUESTION_TYPES] + [("EM/other", "other")])),
     Table("Situated question answering (SQA3D): EM",
           _cols("sqa3d", "", [("EM/what", "What"), ("EM/is", "Is"), ("EM/how", "How"),
                               ("EM/can", "Can"), ("EM/which", "Which"), ("EM/others", "Others"),
@@ -99,6 +104,7 @@ def markdown_tables(results: Mapping[str, Mapping[str, Mapping[str, float]]], di
         lines = [f"**{table.title}**", "",
                  "| Method | " + " | ".join(c.header for c in cols) + " |",
                  "|---|" + "---:|" * len(cols)]
+        any_value = False
         for method, benches in results.items():
             if not any(c.benchmark in benches for c in cols):
                 continue   # this method ran none of the table's benchmarks
@@ -106,8 +112,10 @@ def markdown_tables(results: Mapping[str, Mapping[str, Mapping[str, float]]], di
             for c in cols:
                 v = benches.get(c.benchmark, {}).get(c.metric)
                 cells.append("–" if v is None else f"{100.0 * v:.{digits}f}")
+                any_value |= v is not None
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        blocks.append("\n".join(lines))
+        if any_value:   # e.g. ScanQA by question type needs the questions
+            blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 

@@ -1,0 +1,96 @@
+"""ScanQA exact match by question type, for several models on the same questions, and each
+model's most common answer per type: where a training stage moved an answer prior.
+
+    python bench/qa_types.py sft.jsonl.gz grpo.jsonl.gz --names SFT SFT+GRPO --out qa_types.json
+
+The files are `r1 eval --no-score` predictions (plain or .gz) of the same pack and split; only
+their QA predictions are read. Types: r1_core.eval.qa.scanqa_question_type. A type whose most
+common answer takes most of its questions (e.g. every "is there" answered "yes") is answered
+from a prior, not from the scene.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from r1_core.eval.qa import SCANQA_QUESTION_TYPES, answer_match, scanqa_question_type  # noqa: E402
+from training.evaluate import read_predictions  # noqa: E402
+
+TYPES = [t for t, _ in SCANQA_QUESTION_TYPES] + ["other"]
+
+
+def qa_by_key(preds: list[dict], source: str) -> dict[tuple[str, str], dict]:
+    """QA predictions keyed by (scene, question); a repeated key is an error (it could not be paired)."""
+    out: dict[tuple[str, str], dict] = {}
+    for p in preds:
+        if p.get("task") != "qa" or not p.get("references"):
+            continue
+        key = (p["scene_id"], p["question"])
+        if key in out:
+            raise ValueError(f"{source}: question {key[1]!r} of scene {key[0]} appears twice")
+        out[key] = p
+    if not out:
+        raise ValueError(f"{source}: no QA predictions with references")
+    return out
+
+
+def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
+    """type -> {"n", then per model {"EM", "top_answer", "top_share"}} over the questions every
+    model answered (the models must share their questions)."""
+    keys = list(next(iter(models.values())))
+    for name, m in models.items():
+        if set(m) != set(keys):
+            raise ValueError(f"{name}: answers {len(m)} questions, not the same {len(keys)} as the first model")
+    groups: dict[str, list] = {}
+    for k in keys:
+        groups.setdefault(scanqa_question_type(k[1]), []).append(k)
+    out = {}
+    for t in [t for t in TYPES if t in groups]:
+        ks = groups[t]
+        row: dict = {"n": len(ks)}
+        for name, m in models.items():
+            answers = [m[k].get("answer") or "" for k in ks]
+            right = sum(answer_match(a, m[k]["references"])[0] for a, k in zip(answers, ks))
+            top, count = Counter(answers).most_common(1)[0]
+            row[name] = {"EM": 100.0 * right / len(ks), "top_answer": top, "top_share": 100.0 * count / len(ks)}
+        out[t] = row
+    return out
+
+
+def markdown(table: dict[str, dict], names: list[str]) -> str:
+    lines = ["| type | n | " + " | ".join(f"{n} EM" for n in names) + " | "
+             + " | ".join(f"{n} most common answer" for n in names) + " |",
+             "|---|---:|" + "---:|" * len(names) + "---|" * len(names)]
+    for t, row in table.items():
+        em = " | ".join(f"{row[n]['EM']:.1f}" for n in names)
+        top = " | ".join(f"{row[n]['top_answer']!r} {row[n]['top_share']:.0f} %" for n in names)
+        lines.append(f"| {t} | {row['n']} | {em} | {top} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("predictions", nargs="+", help="r1 eval --no-score predictions (.jsonl or .jsonl.gz)")
+    ap.add_argument("--names", nargs="+", help="one name per file (default: the file names)")
+    ap.add_argument("--out", help="write the table as JSON here")
+    args = ap.parse_args(argv)
+    names = args.names or [Path(p).name for p in args.predictions]
+    if len(names) != len(args.predictions) or len(set(names)) != len(names):
+        raise SystemExit(f"--names: expected {len(args.predictions)} distinct names, got {names}")
+    models = {n: qa_by_key(read_predictions(p), p) for n, p in zip(names, args.predictions)}
+    table = by_type(models)
+    print(markdown(table, names))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"predictions": dict(zip(names, args.predictions)), "types": table},
+                                             indent=1) + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""bench/qa_types.py: EM per question type equals the scorer's on each type's questions; the most
+common answer and its share are counted; files that do not share their questions are refused."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from r1_core.eval.qa import scanqa_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_qa_types", ROOT / "bench" / "qa_types.py")
+qa_types = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(qa_types)
+
+QUESTIONS = [("Is there a mirror in the room?", ["yes"]), ("Is there a TV?", ["no"]), ("Are there two lamps?", ["no"]),
+             ("How many chairs are there?", ["2", "two"]), ("How many tables are in the room?", ["1", "one"]),
+             ("Where is the bed?", ["next to the wall"]), ("What colour is the sofa?", ["red"])]
+
+
+def _preds(answers: list[str]) -> list[dict]:
+    out = [{"task": "qa", "scene_id": "s0", "question": q, "references": r, "answer": a}
+           for (q, r), a in zip(QUESTIONS, answers)]
+    return out + [{"task": "grounding", "scene_id": "s0", "question": "the chair", "references": []}]
+
+
+def _write(tmp_path: Path, name: str, preds: list[dict]) -> str:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(p) + "\n" for p in preds))
+    return str(path)
+
+
+def test_em_per_type_and_the_most_common_answer(tmp_path, capsys):
+    a = _write(tmp_path, "a.jsonl", _preds(["no", "no", "no", "2", "1", "next to the wall", "blue"]))
+    b = _write(tmp_path, "b.jsonl", _preds(["yes", "yes", "yes", "two", "2", "by the door", "red"]))
+    table = qa_types.main([a, b, "--names", "A", "B", "--out", str(tmp_path / "t.json")])
+    assert list(table) == ["how many", "is there", "what colour", "where"]     # the module's type order
+    assert table["is there"]["n"] == 3
+    assert table["is there"]["A"] == {"EM": pytest.approx(200 / 3), "top_answer": "no", "top_share": 100.0}
+    assert table["is there"]["B"]["EM"] == pytest.approx(100 / 3) and table["is there"]["B"]["top_share"] == 100.0
+    assert table["how many"]["A"]["EM"] == 100.0 and table["how many"]["B"]["EM"] == 50.0
+    # each type's EM is the scorer's EM on that type's questions
+    qs = {i: q for i, (q, _) in enumerate(QUESTIONS)}
+    refs = {i: r for i, (_, r) in enumerate(QUESTIONS)}
+    b_answers = {i: p["answer"] for i, p in enumerate(_preds(["yes", "yes", "yes", "two", "2", "by the door", "red"])[:7])}
+    scored = scanqa_metrics(b_answers, refs, caption_metrics=(), questions=qs)
+    for t, row in table.items():
+        assert row["B"]["EM"] == pytest.approx(100 * scored[f"EM/{t}"])
+    assert json.loads((tmp_path / "t.json").read_text())["types"]["where"]["B"]["EM"] == 0.0
+    assert "| is there | 3 | 66.7 | 33.3 | 'no' 100 % | 'yes' 100 % |" in capsys.readouterr().out
+
+
+def test_files_that_do_not_share_their_questions_are_refused(tmp_path):
+    a = _write(tmp_path, "a.jsonl", _preds(["no"] * 7))
+    b = _write(tmp_path, "b.jsonl", _preds(["no"] * 6))
+    with pytest.raises(ValueError, match="answers 6 questions, not the same 7"):
+        qa_types.main([a, b])
+    twice = _write(tmp_path, "c.jsonl", _preds(["no"] * 7) + _preds(["no"] * 1)[:1])
+    with pytest.raises(ValueError, match="appears twice"):
+        qa_types.main([twice])
+    with pytest.raises(SystemExit, match="distinct names"):
+        qa_types.main([a, a, "--names", "x", "x"])
