@@ -172,7 +172,7 @@ def sft_phases(recipe, pack_dir: Path, init: Path, steps: int, warmup: int = 3) 
 
     from training.common import make_optimizer
     from training.data import TrainingPack
-    from training.sft import build_model, encode_scenes, global_batches, resolve_examples
+    from training.sft import build_model, encode_scenes, global_batches, resolve_examples, sft_items
 
     cfg = recipe.sft
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -198,9 +198,8 @@ def sft_phases(recipe, pack_dir: Path, init: Path, steps: int, warmup: int = 3) 
             if timed is not None:
                 sync()
                 marks.append(time.perf_counter())
-        chunk = [kept[order[(k * cfg.batch_size + j) % len(kept)]] for j in range(cfg.batch_size)]
-        items = [(enc[r.example.scene_id], pack.views(r.example, cfg.views, cfg.num_views) if cfg.views != "none" else [],
-                  r.example.query(), r.target) for r in chunk]
+        chunk = [int(order[(k * cfg.batch_size + j) % len(kept)]) for j in range(cfg.batch_size)]
+        items = sft_items(pack, enc, kept, chunk, cfg.views, cfg.num_views)
         mark()
         # under the recipe's autocast, as accelerate runs R1Model.forward (prepare, collate, loss)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):

@@ -336,15 +336,14 @@ def test_grpo_with_one_update_per_batch_never_clips_despite_lora_dropout(sft_run
 def _sft_loss(checkpoint, pack, recipe) -> float:
     """Mean SFT loss of a checkpoint over every SFT example of the pack (no dropout)."""
     from r1_core.model.checkpoint import load_checkpoint
-    from training.sft import encode_scenes, resolve_examples
+    from training.sft import encode_scenes, resolve_examples, sft_items
 
     model, _ = load_checkpoint(checkpoint)
     model.eval()
     examples = [e for e in pack.examples("train") if e.task in recipe.sft.tasks]
     enc = encode_scenes(model, pack, [e.scene_id for e in examples], progress=False)
     data, _ = resolve_examples(examples, enc, recipe.sft.min_ref_iou)
-    items = [(enc[r.example.scene_id], pack.views(r.example, recipe.grpo.views, recipe.grpo.num_views),
-              r.example.query(), r.target) for r in data]
+    items = sft_items(pack, enc, data, range(len(data)), recipe.grpo.views, recipe.grpo.num_views)
     with torch.no_grad():
         return float(model(items))
 

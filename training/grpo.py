@@ -59,7 +59,7 @@ from training.data import TrainingPack
 from training.grpo_loss import group_advantages, grpo_loss
 from training.recipe import Recipe, accelerate_precision
 from training.rewards import CombinedReward, RewardConfig
-from training.sft import build_model, encode_scenes, global_batches, resolve_examples
+from training.sft import build_model, encode_scenes, global_batches, resolve_examples, sft_items
 
 REFERENCE = "reference"
 TRAIN_STATE = "train_state.pt"
@@ -287,13 +287,8 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                 with reference_policy(model):
                     ref = [completion_logprobs(model, b)[0] for b in batches]
         model.train()
-        anchor_items = None
-        if abatch is not None:
-            anchor_items = []
-            for i in abatch[rank::world]:
-                r = anchor[i]
-                views = pack.views(r.example, cfg.views, cfg.num_views) if cfg.views != "none" else []
-                anchor_items.append((encodings[r.example.scene_id], views, r.example.query(), r.target))
+        anchor_items = None if abatch is None else \
+            sft_items(pack, encodings, anchor, abatch[rank::world], cfg.views, cfg.num_views)
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "clip_ratio": [], "sft_loss": []}
         n_tokens = sum(len(s.input_ids) - s.prompt_len for s in samples)
         for _ in range(cfg.num_iterations):

@@ -61,6 +61,18 @@ def resolve_examples(examples: list[TrainExample], encodings: dict[str, SceneEnc
     return kept, dropped
 
 
+def sft_items(pack: TrainingPack, encodings: dict[str, SceneEncoding], data: list[ResolvedExample],
+              indices, views: str, num_views: int) -> list[tuple]:
+    """R1Model.forward's input for the resolved examples at `indices`: (scene encoding, views,
+    query, target) each, the views chosen by `views` (none: no views)."""
+    items = []
+    for i in indices:
+        r = data[i]
+        chosen = pack.views(r.example, views, num_views) if views != "none" else []
+        items.append((encodings[r.example.scene_id], chosen, r.example.query(), r.target))
+    return items
+
+
 def global_batches(n: int, batch: int, steps: int, seed: int):
     """Deterministic global batches over n items: epochs of seeded permutations."""
     rng = np.random.default_rng(seed)
@@ -127,11 +139,7 @@ def train_sft(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, detector:
     for gbatch in global_batches(len(data), per_step * cfg.grad_accum, cfg.steps, cfg.seed):
         for micro in range(cfg.grad_accum):
             chunk = gbatch[micro * per_step:(micro + 1) * per_step][rank::world]
-            items = []
-            for i in chunk:
-                r = data[i]
-                views = pack.views(r.example, cfg.views, cfg.num_views) if cfg.views != "none" else []
-                items.append((encodings[r.example.scene_id], views, r.example.query(), r.target))
+            items = sft_items(pack, encodings, data, chunk, cfg.views, cfg.num_views)
             with acc.accumulate(model):
                 loss = model(items)
                 acc.backward(loss)
