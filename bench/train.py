@@ -10,6 +10,8 @@ prepare, collate, forward, backward and optimiser, with a device sync after each
 same steps unsynchronised, as training runs them: which part of the step to make faster. On an
 H200 (bench/results/train-2026-11-25-h200-sft-phases.json) forward and backward take 430 ms of
 the 514 ms step synced after each phase (388 ms unsynced); the CPU-side prepare and collate 71 ms.
+It also counts the aten operators one step calls (torch profiler): tens of thousands, each with a
+few µs of Python and dispatcher time, which is what bounds that forward and backward.
 
 GPU: random-init model with Qwen2.5-VL-7B's language-model shapes in bf16, LoRA rank 16 on all
 attention/MLP projections (peft), the same code paths our trainers use: SFT = forward+backward
@@ -231,15 +233,34 @@ def sft_phases(recipe, pack_dir: Path, init: Path, steps: int, warmup: int = 3) 
         step(warmup + steps + k, None)
     sync()
     unsynced = (time.perf_counter() - t) / steps
+    # Operator dispatches of one step (each costs CPU time in Python and the dispatcher, and most
+    # launch a kernel): when forward + backward take about (ops x a few µs), the step is bound by
+    # dispatch, not by the device's arithmetic.
+    items = sft_items(pack, enc, kept, [int(i) for i in order[:cfg.batch_size]], cfg.views, cfg.num_views)
+    with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+        loss, ops_forward = aten_ops(lambda: model.loss(model.collate([model.prepare(*it) for it in items])))
+    _, ops_backward = aten_ops(loss.backward)
+    opt.zero_grad(set_to_none=True)
     out = {f"{name}_s": float(np.mean(v)) for name, v in timed.items()}
     out.update(synced_step_s=float(sum(out.values())), step_s=unsynced, batch_size=cfg.batch_size,
-               steps=steps, device=str(dev), mixed_precision=cfg.mixed_precision)
+               steps=steps, device=str(dev), mixed_precision=cfg.mixed_precision,
+               aten_ops_forward=ops_forward, aten_ops_backward=ops_backward)
     print("| phase | ms per step |\n|---|---:|")
     for name in PHASES:
         print(f"| {name} | {1e3 * out[name + '_s']:.1f} |")
     print(f"| sum (synced after each phase) | {1e3 * out['synced_step_s']:.1f} |\n"
           f"| step as training runs it (unsynced) | {1e3 * unsynced:.1f} |")
+    print(f"aten operator calls per step: {ops_forward} forward (prepare + collate + loss), {ops_backward} backward")
     return out
+
+
+def aten_ops(fn):
+    """(fn(), how many aten operators it called), counted by the torch profiler on the CPU side."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        result = fn()
+    return result, int(sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")))
 
 
 def main() -> int:

@@ -570,3 +570,7 @@ def test_sft_phase_bench_times_every_phase_of_real_steps(sft_run):
     assert out["synced_step_s"] == pytest.approx(sum(out[f"{n}_s"] for n in bench_train.PHASES))
     assert 0 < out["step_s"] < 5 * out["synced_step_s"]
     assert out["batch_size"] == recipe.sft.batch_size and out["steps"] == 2
+    # the operator count of a step: a transformer forward and backward call hundreds
+    assert out["aten_ops_forward"] > 100 and out["aten_ops_backward"] > 100
+    value, n = bench_train.aten_ops(lambda: torch.ones(3).add(1).mul(2))
+    assert value.tolist() == [4.0, 4.0, 4.0] and n >= 3
