@@ -18,11 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from r1_core.eval.qa import SCANQA_QUESTION_TYPES, answer_match, scanqa_question_type  # noqa: E402
+from r1_core.eval.qa import SCANQA_TYPE_NAMES, answer_match, scanqa_question_type  # noqa: E402
 from training.evaluate import read_predictions  # noqa: E402
-
-TYPES = [t for t, _ in SCANQA_QUESTION_TYPES] + ["other"]
-
 
 def qa_by_key(preds: list[dict], source: str) -> dict[tuple[str, str], dict]:
     """QA predictions keyed by (scene, question); a repeated key is an error (it could not be paired)."""
@@ -50,7 +47,7 @@ def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
     for k in keys:
         groups.setdefault(scanqa_question_type(k[1]), []).append(k)
     out = {}
-    for t in [t for t in TYPES if t in groups]:
+    for t in [t for t in SCANQA_TYPE_NAMES if t in groups]:
         ks = groups[t]
         row: dict = {"n": len(ks)}
         for name, m in models.items():

@@ -73,6 +73,7 @@ SCANQA_QUESTION_TYPES = (
     ("where", r"\bwhere\b"),
     ("what is on/under/above", r"\bwhat is (on|under|above)\b"),
 )
+SCANQA_TYPE_NAMES = tuple(t for t, _ in SCANQA_QUESTION_TYPES) + ("other",)   # "other": no rule matched
 
 
 def normalize_answer(text: str) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from r1_core.eval.qa import SCANQA_QUESTION_TYPES
+from r1_core.eval.qa import SCANQA_TYPE_NAMES
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ TABLES: tuple[Table, ...] = (
           _cols("scanqa", "", [("CIDEr", "CIDEr"), ("BLEU-4", "BLEU-4"), ("METEOR", "METEOR"),
                                ("ROUGE-L", "ROUGE-L"), ("EM", "EM"), ("EM-R", "EM-R")])),
     Table("ScanQA exact match by question type (a diagnostic, not in the paper)",
-          _cols("scanqa", "", [(f"EM/{t}", t) for t, _ in SCANQA_QUESTION_TYPES] + [("EM/other", "other")])),
+          _cols("scanqa", "", [(f"EM/{t}", t) for t in SCANQA_TYPE_NAMES])),
     Table("Situated question answering (SQA3D): EM",
           _cols("sqa3d", "", [("EM/what", "What"), ("EM/is", "Is"), ("EM/how", "How"),
                               ("EM/can", "Can"), ("EM/which", "Which"), ("EM/others", "Others"),
