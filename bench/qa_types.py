@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from r1_core.eval.qa import SCANQA_TYPE_NAMES, answer_match, scanqa_question_type  # noqa: E402
 from training.evaluate import read_predictions  # noqa: E402
 
+
 def qa_by_key(preds: list[dict], source: str) -> dict[tuple[str, str], dict]:
     """QA predictions keyed by (scene, question); a repeated key is an error (it could not be paired)."""
     out: dict[tuple[str, str], dict] = {}
