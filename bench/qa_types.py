@@ -2,6 +2,7 @@
 model's most common answer per type: where a training stage moved an answer prior.
 
     python bench/qa_types.py sft.jsonl.gz grpo.jsonl.gz --names SFT SFT+GRPO --out qa_types.json
+    python bench/qa_types.py --answers data/ScanQA/ScanQA_v1.0_train.json   # the references' priors
 
 The files are `r1 eval --no-score` predictions (plain or .gz) of the same pack and split; only
 their QA predictions are read. Types: r1_core.eval.qa.scanqa_question_type. A type whose most
@@ -60,6 +61,19 @@ def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
     return out
 
 
+def answer_priors(questions: list[dict], top: int = 4) -> dict[str, dict]:
+    """type -> {"n", "answers": [(answer, share %), ...]} of a ScanQA annotation file's first
+    answers: what a model that cannot read a type from the scene would learn to say."""
+    by: dict[str, Counter] = {}
+    for i, q in enumerate(questions):
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or not q.get("answers"):
+            raise ValueError(f"question {i}: expected a ScanQA record with 'question' and 'answers', got {q!r:.120}")
+        by.setdefault(scanqa_question_type(q["question"]), Counter())[q["answers"][0]] += 1
+    return {t: {"n": sum(by[t].values()),
+                "answers": [(a, 100.0 * k / sum(by[t].values())) for a, k in by[t].most_common(top)]}
+            for t in SCANQA_TYPE_NAMES if t in by}
+
+
 def markdown(table: dict[str, dict], names: list[str]) -> str:
     lines = ["| type | n | " + " | ".join(f"{n} EM" for n in names) + " | "
              + " | ".join(f"{n} most common answer" for n in names) + " |",
@@ -74,10 +88,18 @@ def markdown(table: dict[str, dict], names: list[str]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("predictions", nargs="+", help="r1 eval --no-score predictions (.jsonl or .jsonl.gz)")
+    ap.add_argument("predictions", nargs="*", help="r1 eval --no-score predictions (.jsonl or .jsonl.gz)")
+    ap.add_argument("--answers", type=Path, help="instead: a ScanQA annotation JSON; print each type's answer shares")
     ap.add_argument("--names", nargs="+", help="one name per file (default: the file names)")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args(argv)
+    if args.answers:
+        priors = answer_priors(json.loads(args.answers.read_text()))
+        for t, row in priors.items():
+            print(f"| {t} | {row['n']} | " + ", ".join(f"{a!r} {share:.0f} %" for a, share in row["answers"]) + " |")
+        return priors
+    if not args.predictions:
+        raise SystemExit("give prediction files, or --answers with a ScanQA annotation file")
     names = args.names or [Path(p).name for p in args.predictions]
     if len(names) != len(args.predictions) or len(set(names)) != len(names):
         raise SystemExit(f"--names: expected {len(args.predictions)} distinct names, got {names}")

@@ -60,3 +60,18 @@ def test_files_that_do_not_share_their_questions_are_refused(tmp_path):
         qa_types.main([twice])
     with pytest.raises(SystemExit, match="distinct names"):
         qa_types.main([a, a, "--names", "x", "x"])
+
+
+def test_answer_priors_of_an_annotation_file(tmp_path, capsys):
+    records = [{"question": q, "answers": r, "scene_id": "s0"} for q, r in QUESTIONS]
+    path = tmp_path / "ScanQA_v1.0_train.json"
+    path.write_text(json.dumps(records))
+    priors = qa_types.main(["--answers", str(path)])
+    assert priors["is there"] == {"n": 3, "answers": [("no", pytest.approx(200 / 3)), ("yes", pytest.approx(100 / 3))]}
+    assert priors["how many"]["n"] == 2 and priors["where"]["answers"] == [("next to the wall", 100.0)]
+    assert "| is there | 3 | 'no' 67 %, 'yes' 33 % |" in capsys.readouterr().out
+    path.write_text(json.dumps(records + [{"question": "Where?"}]))
+    with pytest.raises(ValueError, match="question 7: expected a ScanQA record"):
+        qa_types.main(["--answers", str(path)])
+    with pytest.raises(SystemExit, match="give prediction files"):
+        qa_types.main([])
