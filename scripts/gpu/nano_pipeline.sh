@@ -19,7 +19,9 @@
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
 # e.g. sft or grpo), WAIT_FOR (a file: SFT, GRPO and the evaluations start once it exists, e.g. when the
 # backbone wheels are installed while data and pack are built), EVAL_BATCH (r1 eval's batch size),
-# UNIFORM=0 (no uniform-views evaluation of the GRPO checkpoint).
+# EVAL_TASKS (e.g. "grounding qa": r1 eval --tasks; dense captions stay on), EVAL_SFT=0 (no evaluation
+# of the SFT checkpoint, e.g. when its predictions exist), UNIFORM=0 (no uniform-views evaluation of
+# the GRPO checkpoint).
 # The SFT checkpoint's predictions are made beside GRPO (with SFT_FROM) or beside GRPO's predictions
 # (STOP_AFTER=grpo stops before either).
 set -euo pipefail
@@ -68,16 +70,20 @@ wait_for_file
 # The evaluations share the GPU with each other and with GRPO. With SFT_FROM
 # the SFT checkpoint exists already, so its evaluation runs beside GRPO (unless STOP_AFTER stops
 # the run at GRPO); otherwise beside the GRPO checkpoint's.
-eval_sft() { stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH; }
+TASK_ARGS=""; [ -z "${EVAL_TASKS:-}" ] || TASK_ARGS="--tasks $EVAL_TASKS"
+eval_sft() {
+  [ "${EVAL_SFT:-1}" = 1 ] || return 0
+  stage eval_sft $R eval --checkpoint "$W/run/sft/final" --pack "$W/run/pack" --out "$W/eval/sft" --no-score --batch-size $EVAL_BATCH $TASK_ARGS
+}
 sft_eval=""
 if [ -n "${SFT_FROM:-}" ] && [ -z "${STOP_AFTER:-}" ]; then eval_sft & sft_eval=$!; fi
 stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo" ${GRPO_RESUME:+--resume "$GRPO_RESUME"}
 # STOP_AFTER names no stage after grpo
 if [ -z "$sft_eval" ]; then eval_sft & sft_eval=$!; fi
-stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size $EVAL_BATCH &
+stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size $EVAL_BATCH $TASK_ARGS &
 dynamic=$!
 if [ "${UNIFORM:-1}" = 1 ]; then
-  stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size $EVAL_BATCH --no-dense-caption &
+  stage eval_uniform $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo_uniform" --views uniform --no-score --batch-size $EVAL_BATCH --no-dense-caption $TASK_ARGS &
   wait $!
 fi
 wait $dynamic

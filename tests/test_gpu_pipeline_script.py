@@ -1,0 +1,50 @@
+"""scripts/gpu/nano_pipeline.sh, the script every GPU run of R1-nano goes through, end to end on the
+tiny recipe on the CPU: every stage runs once and is skipped when run again; EVAL_TASKS limits the
+evaluations; SFT_FROM trains GRPO from a given SFT checkpoint, and EVAL_SFT=0 skips that
+checkpoint's evaluation."""
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu" / "nano_pipeline.sh"
+
+
+def _run(workdir: Path, **env: str) -> str:
+    full = {**os.environ, "PYTHON": sys.executable, "RECIPE": "config/train/tiny.yaml", "SCENES": "2",
+            "VAL_SCENES": "1", "VAL_FROM": "", "WORKERS": "2", "EVAL_BATCH": "8", "UNIFORM": "0",
+            "SETS": "pack.frames=20 pack.caption_per_scene=2", **env}
+    done = subprocess.run(["bash", str(SCRIPT), str(workdir)], cwd=ROOT, env=full, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _tasks(predictions: Path) -> Counter:
+    return Counter(json.loads(line)["task"] for line in predictions.read_text().splitlines())
+
+
+def test_the_pipeline_runs_every_stage_once_and_grpo_from_a_given_sft_checkpoint(tmp_path):
+    out = _run(tmp_path / "a", EVAL_TASKS="grounding qa")
+    stages = ["synth", "detector", "pack", "sft", "grpo", "eval_sft", "eval_grpo"]
+    assert [s for s in stages if f"=== {s} done" in out] == stages
+    for name in ("sft", "grpo"):
+        tasks = _tasks(tmp_path / "a" / "eval" / name / "predictions.jsonl")
+        assert set(tasks) == {"grounding", "qa", "scan2cap"}, tasks        # no dialogue or planning
+    assert (tmp_path / "a" / "run" / "grpo" / "final" / "adapter.safetensors").is_file()
+    again = _run(tmp_path / "a", EVAL_TASKS="grounding qa")
+    assert "=== sft" not in again and "=== grpo" not in again and "=== all done" in again
+
+    sft = tmp_path / "a" / "run" / "sft" / "final"
+    out = _run(tmp_path / "b", SFT_FROM=str(sft), EVAL_SFT="0", EVAL_TASKS="grounding")
+    assert "=== detector" not in out and "=== sft " not in out and "=== grpo done" in out
+    assert (tmp_path / "b" / "run" / "sft" / "final").resolve() == sft.resolve()
+    assert not (tmp_path / "b" / "eval" / "sft").exists()
+    assert set(_tasks(tmp_path / "b" / "eval" / "grpo" / "predictions.jsonl")) == {"grounding", "scan2cap"}
