@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from r1_core.eval.qa import SCANQA_TYPE_NAMES, answer_match, scanqa_question_type  # noqa: E402
+from r1_core.eval.qa import SCANQA_TYPE_NAMES, exact_match, scanqa_question_type  # noqa: E402
 from training.evaluate import read_predictions  # noqa: E402
 
 
@@ -54,9 +54,9 @@ def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
         row: dict = {"n": len(ks)}
         for name, m in models.items():
             answers = [m[k].get("answer") or "" for k in ks]
-            right = sum(answer_match(a, m[k]["references"])[0] for a, k in zip(answers, ks))
+            em = exact_match(answers, [m[k]["references"] for k in ks])["EM"]
             top, count = Counter(answers).most_common(1)[0]
-            row[name] = {"EM": 100.0 * right / len(ks), "top_answer": top, "top_share": 100.0 * count / len(ks)}
+            row[name] = {"EM": 100.0 * em, "top_answer": top, "top_share": 100.0 * count / len(ks)}
         out[t] = row
     return out
 

@@ -182,7 +182,7 @@ def sft_phases(recipe, pack_dir: Path, init: Path, steps: int, warmup: int = 3) 
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
     model = build_model(recipe, None, init, dev)
     pack = TrainingPack(pack_dir)
-    examples = [e for e in pack.examples("train") if not cfg.tasks or e.task in cfg.tasks]
+    examples = [e for e in pack.examples("train") if cfg.uses_task(e.task)]
     batches = list(global_batches(len(examples), cfg.batch_size, 2 * (warmup + steps), cfg.seed))
     used = sorted({i for b in batches for i in b})
     enc = encode_scenes(model, pack, [examples[i].scene_id for i in used], progress=False)

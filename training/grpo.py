@@ -204,7 +204,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         raise ValueError(f"no GRPO examples for tasks {cfg.tasks} in {pack.root}")
     identity = run_identity(cfg, init, examples, acc.num_processes)
     resume_state = load_policy(model, resume, identity, cfg.steps) if resume is not None else None
-    sft_examples = [e for e in train_examples if not recipe.sft.tasks or e.task in recipe.sft.tasks] \
+    sft_examples = [e for e in train_examples if recipe.sft.uses_task(e.task)] \
         if cfg.sft_coef > 0 else []
     encodings = encode_scenes(model, pack, [e.scene_id for e in examples + sft_examples],
                               progress and acc.is_main_process)

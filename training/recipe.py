@@ -43,6 +43,10 @@ class SFTConfig:
     gradient_checkpointing: bool = False   # recompute the LM's activations in backward: less memory, ~30% slower
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=30))
 
+    def uses_task(self, task: str) -> bool:
+        """Whether SFT trains on examples of `task` (every task when `tasks` is empty)."""
+        return not self.tasks or task in self.tasks
+
     def __post_init__(self):
         if self.views not in ("dynamic", "uniform", "random", "none"):
             raise ValueError(f"sft.views: unknown strategy {self.views!r}; choose one of dynamic, uniform, random, none")

@@ -117,7 +117,7 @@ def train_sft(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, detector:
         (out_dir / "recipe.yaml").write_text(format_config(recipe) + "\n")
     seed_everything(cfg.seed)
     model = build_model(recipe, detector, init, acc.device, cfg.gradient_checkpointing)
-    examples = [e for e in pack.examples("train") if not cfg.tasks or e.task in cfg.tasks]
+    examples = [e for e in pack.examples("train") if cfg.uses_task(e.task)]
     if not examples:
         raise ValueError(f"no training examples for tasks {cfg.tasks or 'all'} in {pack.root}")
     encodings = encode_scenes(model, pack, [e.scene_id for e in examples], progress and acc.is_main_process)

@@ -167,21 +167,34 @@ def scanqa_metrics(
     keys = _aligned(predictions, references)
     out = exact_match([predictions[k] for k in keys], [references[k] for k in keys])
     if questions is not None:
-        missing = [k for k in keys if k not in questions]
-        if missing:
-            raise ValueError(f"questions: {len(missing)} key(s) without a question text (e.g. {missing[:5]})")
-        by_type: dict[str, list] = {}
-        for k in keys:
-            by_type.setdefault(scanqa_question_type(questions[k]), []).append(k)
-        for t, ks in by_type.items():
-            out[f"EM/{t}"] = exact_match([predictions[k] for k in ks], [references[k] for k in ks])["EM"]
-            out[f"count/{t}"] = float(len(ks))
+        out.update(_by_question_type(predictions, references, questions, keys, scanqa_question_type,
+                                     SCANQA_TYPE_NAMES, metrics=("EM",)))
     wanted = CAPTION_METRICS if caption_metrics is None else tuple(caption_metrics)
     if wanted:
         out.update(_caption_metrics(
             {k: predictions[k] for k in keys}, {k: list(references[k]) for k in keys},
             metrics=wanted, scorer=scorer,
         ))
+    return out
+
+
+def _by_question_type(predictions: Mapping, references: Mapping, questions: Mapping, keys: list,
+                      type_of, types: Sequence[str], metrics: Sequence[str]) -> dict[str, float]:
+    """`metrics` (of exact_match: EM, EM-R) as "<metric>/<type>" plus "count/<type>" for each of
+    `types` that has questions, the type of a key being type_of(questions[key])."""
+    missing = [k for k in keys if k not in questions]
+    if missing:
+        raise ValueError(f"questions: {len(missing)} key(s) without a question text (e.g. {missing[:5]})")
+    by_type: dict[str, list] = {t: [] for t in types}
+    for k in keys:
+        by_type[type_of(questions[k])].append(k)
+    out: dict[str, float] = {}
+    for t, ks in by_type.items():
+        if not ks:
+            continue
+        sub = exact_match([predictions[k] for k in ks], [references[k] for k in ks])
+        out.update({f"{m}/{t}": sub[m] for m in metrics})
+        out[f"count/{t}"] = float(len(ks))
     return out
 
 
@@ -210,18 +223,8 @@ def sqa3d_metrics(
     """SQA3D accuracy: EM / EM-R overall and "EM/<type>" per question type (types with no
     questions are left out), plus "count/<type>"."""
     keys = _aligned(predictions, references)
-    missing = [k for k in keys if k not in questions]
-    if missing:
-        raise ValueError(f"questions: {len(missing)} key(s) without a question text (e.g. {missing[:5]})")
+    by_type = _by_question_type(predictions, references, questions, keys, sqa3d_question_type,
+                                SQA3D_QUESTION_TYPES, metrics=("EM", "EM-R"))
     out = exact_match([predictions[k] for k in keys], [references[k] for k in keys])
-    by_type: dict[str, list] = {t: [] for t in SQA3D_QUESTION_TYPES}
-    for k in keys:
-        by_type[sqa3d_question_type(questions[k])].append(k)
-    for t, ks in by_type.items():
-        if not ks:
-            continue
-        sub = exact_match([predictions[k] for k in ks], [references[k] for k in ks])
-        out[f"EM/{t}"] = sub["EM"]
-        out[f"EM-R/{t}"] = sub["EM-R"]
-        out[f"count/{t}"] = float(len(ks))
+    out.update(by_type)
     return out
