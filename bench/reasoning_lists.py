@@ -12,7 +12,7 @@ templates: grounding "Next, I find the chairs in the scene: there are 2: a blue 
 the class the detector gave proposal k (the class the prompt showed beside `<ref>k</ref>`). The checkpoint's
 detector re-encodes the pack's clouds to get those classes, so every file must come from models
 with that detector (R1-nano's SFT and GRPO checkpoints share theirs). "how many" is the QA
-questions containing those words.
+questions of that type (r1_core.eval.qa.scanqa_question_type, as bench/qa_types.py).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from r1_core.data.classes import NYU40_NAMES, RAW_TO_NYU40, nyu40_id  # noqa: E402
 from r1_core.data.vocab import NOUNS  # noqa: E402
+from r1_core.eval.qa import scanqa_question_type  # noqa: E402
 from r1_core.model.answer import THINK_CLOSE  # noqa: E402
 from training.evaluate import read_predictions  # noqa: E402
 
@@ -60,7 +61,8 @@ def summarise(preds: list[dict], classes: dict[str, list[int]]) -> dict[str, dic
     for p in preds:
         if p.get("task") not in ("grounding", "qa"):
             continue
-        groups = [p["task"]] + (["qa: how many"] if p["task"] == "qa" and "how many" in p["question"].lower() else [])
+        counting = p["task"] == "qa" and scanqa_question_type(p["question"]) == "how many"
+        groups = [p["task"]] + (["qa: how many"] if counting else [])
         items = list_items(p.get("raw", ""))
         names = classes[p["scene_id"]]
         wrong = sum(1 for words, k in items if k >= len(names) or named_class(words) != names[k])

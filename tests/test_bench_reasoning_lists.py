@@ -66,3 +66,9 @@ def test_classes_are_required_and_names_must_match(tmp_path):
         lists.main([str(path)])
     with pytest.raises(ValueError, match="2 names for 1 files"):
         lists.main([str(path), "--names", "A", "B"], classes=CLASSES)
+
+
+def test_how_many_is_scanqa_type():
+    pred = {"task": "qa", "scene_id": "s0", "question": "What is the number of chairs in the room?",
+            "raw": _think("Next, the relevant objects are a red chair at <ref>0</ref>.")}
+    assert lists.summarise([pred], CLASSES)["qa: how many"]["n"] == 1
