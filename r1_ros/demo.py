@@ -136,18 +136,21 @@ class Planner:
         return c
 
     def fusion_summary(self) -> dict:
-        """rgbd_fusion's latest status as a plain dict (frames in / fused / dropped by reason, map size)."""
+        """rgbd_fusion's latest status as a plain dict (frames in / fused / fused at an older pose /
+        dropped by reason, map size)."""
         s = self.status
         if s is None:
             raise RuntimeError("no fusion_status received from rgbd_fusion yet")
-        return {"frames_in": s.frames_in, "frames_fused": s.frames_fused, "frames_dropped": s.frames_dropped,
+        return {"frames_in": s.frames_in, "frames_fused": s.frames_fused, "frames_older_pose": s.frames_older_pose,
+                "frames_dropped": s.frames_dropped,
                 "drops": dict(zip(s.drop_reasons, (int(c) for c in s.drop_counts))), "num_voxels": s.num_voxels,
                 "num_keyframes": s.num_keyframes}
 
     def fusion_line(self, f: dict) -> str:
         """One line of `f` (a fusion_summary()) and the size of the latest cloud."""
         cloud = f"; cloud of {self.cloud.width} points" if self.cloud is not None else ""
-        return (f"fused {f['frames_fused']}/{f['frames_in']} frames (dropped: {f['drops'] or 'none'}), "
+        older = f", {f['frames_older_pose']} at an older pose" if f["frames_older_pose"] else ""
+        return (f"fused {f['frames_fused']}/{f['frames_in']} frames (dropped: {f['drops'] or 'none'}{older}), "
                 f"{f['num_voxels']} voxels, {f['num_keyframes']} keyframes{cloud}")
 
     def action_client(self, action_type, name: str):

@@ -23,7 +23,10 @@ no_valid_depth (NaN/zero depth), no_camera_info, no_pose, stale_pose, out_of_ord
 unsynced (no depth partner), overload (queue full), and FusionMap's own reasons. Overload is
 right for a live camera (the newest frames matter); an offline replay avoids it with
 backpressure instead (bag_replay wait_for_fusion: it publishes a frame only once this node's
-fusion_status shows the earlier ones finished).
+fusion_status shows the earlier ones finished). A frame whose pose at its stamp has not come
+within frame_wait_s is fused at the nearest pose within max_pose_age_s: not a drop, but the map
+then depends on when the pose arrived, so such frames are counted (frames_older_pose) and the
+first is logged.
 With `depth_source: estimated` (RGB-only cameras) depth is predicted from colour by the
 Depth Anything branch of the model (r1_core.model.depth.DepthBranch).
 """
@@ -94,6 +97,7 @@ class RgbdFusionNode(Node):
             self.depth_model = DepthBranch(cfg.depth_model_path or None, out_dim=1, tiny=cfg.depth_model_tiny)
         self.frames_in = 0
         self.frames_fused = 0
+        self.frames_older_pose = 0
         self.last_stamp = -(1 << 62)
         self.last_fused_stamp = 0
         self._odom_child = ""
@@ -285,6 +289,7 @@ class RgbdFusionNode(Node):
                                               f"t={f.stamp * 1e-9:.3f} s ({have})")
             return True
         image_frame = f.color.header.frame_id or info.header.frame_id
+        older_pose = ""                   # why the frame is fused at an older pose, if it is
         try:
             try:
                 # at the frame's stamp (interpolated between the samples around it) while the
@@ -298,6 +303,7 @@ class RgbdFusionNode(Node):
                 if e.reason in ("pose_pending", "no_pose") and waited < cfg.frame_wait_s:
                     return False
                 T = self._pose(image_frame, f.stamp, int(cfg.max_pose_age_s * 1e9))
+                older_pose = f"no pose at its stamp after {waited:.2f} s ({e})"
         except PoseError as e:
             reason = "stale_pose" if e.reason == "pose_pending" else e.reason
             self.drops.drop(reason, f"{cfg.map_frame} <- {image_frame}: {e}")
@@ -328,6 +334,15 @@ class RgbdFusionNode(Node):
         if not res.fused:
             self.drops.drop(res.reason or "rejected", res.message)
             return True
+        if older_pose:
+            # not a drop, but the map now depends on when the pose arrived: counted in the status,
+            # the first one logged
+            self.frames_older_pose += 1
+            if self.frames_older_pose == 1:
+                self.get_logger().warning(
+                    f"frame at t={f.stamp * 1e-9:.3f} s fused at a pose up to max_pose_age_s "
+                    f"({cfg.max_pose_age_s} s) from its stamp: {older_pose}; counted in "
+                    f"fusion_status.frames_older_pose, later ones not logged")
         if cfg.publish_keyframes:
             try:
                 inserted = bank.offer(color, depth, intr.K, T, f.stamp * 1e-9)
@@ -376,6 +391,7 @@ class RgbdFusionNode(Node):
         m.header.frame_id = self.cfg.map_frame
         m.frames_in = self.frames_in
         m.frames_fused = self.frames_fused
+        m.frames_older_pose = self.frames_older_pose
         m.frames_dropped = sum(drops.values())
         m.drop_reasons = list(drops)
         m.drop_counts = list(drops.values())

@@ -2,7 +2,8 @@
 encoding, truncated data, mismatched sizes, zero / NaN depth, missing camera_info, stale or
 missing pose, out-of-order stamps, a huge image, a colour frame without depth) is dropped,
 counted in FusionStatus by reason and logged once per kind, the map stays exactly as it was,
-and the node keeps fusing; map services; clean SIGINT shutdown."""
+and the node keeps fusing; a frame fused at an older pose is counted and logged; map services;
+clean SIGINT shutdown."""
 from __future__ import annotations
 
 import os
@@ -266,6 +267,14 @@ def test_bad_inputs_are_dropped_counted_logged_once_and_leave_the_map_intact(fra
         status = client.settled(fused=fused + 1)
         assert status.num_voxels > voxels
 
+        # a frame whose pose at its stamp never comes: after frame_wait_s (1 s here) it is fused at
+        # the newest pose, 50 ms older (max_pose_age_s is 0.1), and counted as such, not dropped
+        older0 = status.frames_older_pose
+        t += step
+        _send(client, frames[7], t, tf=False)
+        status = client.settled(fused=fused + 2, dropped=dropped)
+        assert status.frames_older_pose == older0 + 1
+
         # map services
         assert client.call(Trigger, "/rgbd_fusion/reset", Trigger.Request()).success
         client.wait(lambda: client.status.num_voxels == 0, "the reset map")
@@ -283,6 +292,7 @@ def test_bad_inputs_are_dropped_counted_logged_once_and_leave_the_map_intact(fra
         assert log.count(f"dropped frame [{reason}]") == 1, (reason, log[-3000:])
     assert "encoding 'yuv422' not supported" in log and "exceeds max_image_pixels 400000" in log
     assert "no depth image within 0.02 s" in log and "not newer than the last fused frame" in log
+    assert log.count("fused at a pose up to max_pose_age_s (0.1 s) from its stamp: no pose at its stamp after") == 1
 
 
 def _header_at(ns: int):
