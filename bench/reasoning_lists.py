@@ -8,10 +8,10 @@ The files are `r1 eval --no-score` predictions (plain or .gz) of the same pack; 
 and QA predictions are read. A list is the reasoning's "Next, …" sentence (r1_core.data.cot's
 templates: grounding "Next, I find the chairs in the scene: there are 2: a blue chair at
 `<ref>3</ref>`, …", QA "Next, the relevant objects are …"); its items are "a <words> at
-`<ref>k</ref>`". An item is of the wrong class when its words do not end in a name (or synonym) of
-the class the detector gave proposal k (the class the prompt showed beside `<ref>k</ref>`). The checkpoint's
-detector re-encodes the pack's clouds to get those classes, so every file must come from models
-with that detector (R1-nano's SFT and GRPO checkpoints share theirs). "how many" is the QA
+`<ref>k</ref>`". An item is of the wrong class when its words do not end in a name (or synonym)
+of the class the detector gave proposal k (the class the prompt showed beside `<ref>k</ref>`).
+The checkpoint's detector re-encodes the pack's clouds to get those classes, so every file must
+come from models with that detector (R1-nano's SFT and GRPO checkpoints share theirs). "how many" is the QA
 questions of that type (r1_core.eval.qa.scanqa_question_type, as bench/qa_types.py).
 """
 from __future__ import annotations
