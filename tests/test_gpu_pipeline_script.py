@@ -43,8 +43,24 @@ def test_the_pipeline_runs_every_stage_once_and_grpo_from_a_given_sft_checkpoint
     assert "=== sft" not in again and "=== grpo" not in again and "=== all done" in again
 
     sft = tmp_path / "a" / "run" / "sft" / "final"
-    out = _run(tmp_path / "b", SFT_FROM=str(sft), EVAL_SFT="0", EVAL_TASKS="grounding")
+    out = _run(tmp_path / "b", SFT_FROM=str(sft), EVAL_SFT="0", EVAL_TASKS="grounding",
+               SETS="pack.frames=20 pack.caption_per_scene=2 grpo.save_every=2")
     assert "=== detector" not in out and "=== sft " not in out and "=== grpo done" in out
     assert (tmp_path / "b" / "run" / "sft" / "final").resolve() == sft.resolve()
     assert not (tmp_path / "b" / "eval" / "sft").exists()
     assert set(_tasks(tmp_path / "b" / "eval" / "grpo" / "predictions.jsonl")) == {"grounding", "scan2cap"}
+
+    # grpo_dev_select.sh beside it: the SFT checkpoint and each GRPO checkpoint on a dev pack (here
+    # run a's), the pick by bench/select_checkpoint.py, and held-out predictions for a pick other than final
+    env = {**os.environ, "PYTHON": sys.executable, "STEPS": "2", "EVAL_BATCH": "8", "EVAL_TASKS": "grounding"}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "grpo_dev_select.sh"), str(tmp_path / "b"),
+                           str(tmp_path / "a" / "run" / "pack")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    for name in ("sft", "checkpoint-2", "final"):
+        assert set(_tasks(tmp_path / "b" / "dev" / name / "predictions.jsonl")) == {"grounding", "qa"}, name
+    selection = json.loads((tmp_path / "b" / "dev" / "selection.json").read_text())
+    assert list(selection["candidates"]) == ["checkpoint-2", "final"] and selection["pick"] in selection["candidates"]
+    assert f"=== pick: {selection['pick']}" in done.stdout
+    picked = tmp_path / "b" / "eval" / f"grpo_{selection['pick']}" / "predictions.jsonl"
+    assert picked.is_file() == (selection["pick"] != "final")
