@@ -31,6 +31,7 @@ def _tasks(predictions: Path) -> Counter:
     return Counter(json.loads(line)["task"] for line in predictions.read_text().splitlines())
 
 
+@pytest.mark.timeout(1800)   # three pipeline runs and the dev selection: 13 min on 2 cores shared with another job
 def test_the_pipeline_runs_every_stage_once_and_grpo_from_a_given_sft_checkpoint(tmp_path):
     out = _run(tmp_path / "a", EVAL_TASKS="grounding qa")
     stages = ["synth", "detector", "pack", "sft", "grpo", "eval_sft", "eval_grpo"]
