@@ -30,9 +30,10 @@ from training.evaluate import read_predictions  # noqa: E402
 RULE_METRICS = ("Acc@0.25", "QA EM")
 
 
-def gains(baseline: list[dict], candidate: list[dict]) -> dict[str, dict[str, float]]:
-    """metric -> {baseline, candidate, gain} in percent, on the examples both files hold."""
-    mb, mc = per_example(baseline), per_example(candidate)
+def gains(mb: dict[str, dict[tuple, float]], candidate: list[dict]) -> dict[str, dict[str, float]]:
+    """metric -> {baseline, candidate, gain} in percent, on the examples both files hold; `mb` is
+    the baseline's per_example()."""
+    mc = per_example(candidate)
     out = {}
     for metric in mb:
         keys = _same_examples(metric, mb[metric], mc[metric])
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="dev predictions of each GRPO checkpoint, in training order")
     ap.add_argument("--out", help="write the table and the pick as JSON here")
     args = ap.parse_args(argv)
-    baseline = read_predictions(args.baseline)
+    baseline = per_example(read_predictions(args.baseline))    # once, not once per candidate
     table = {}
     for item in args.candidates:
         name, sep, path = item.partition("=")
@@ -71,10 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--candidates: expected NAME=PREDICTIONS, got {item!r}")
         table[name] = gains(baseline, read_predictions(path))
     pick = select(table)
-    metrics = list(next(iter(table.values())))
-    print("| candidate | " + " | ".join(f"{m} (gain)" for m in metrics) + " |")
-    print("|---|" + "---:|" * len(metrics))
-    print("| baseline | " + " | ".join(f"{next(iter(table.values()))[m]['baseline']:.1f}" for m in metrics) + " |")
+    first = next(iter(table.values()))
+    print("| candidate | " + " | ".join(f"{m} (gain)" for m in first) + " |")
+    print("|---|" + "---:|" * len(first))
+    print("| baseline | " + " | ".join(f"{first[m]['baseline']:.1f}" for m in first) + " |")
     for name, row in table.items():
         mark = " (pick)" if name == pick else ""
         print(f"| {name}{mark} | " + " | ".join(f"{row[m]['candidate']:.1f} ({row[m]['gain']:+.1f})" for m in metrics) + " |")
