@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("| baseline | " + " | ".join(f"{first[m]['baseline']:.1f}" for m in first) + " |")
     for name, row in table.items():
         mark = " (pick)" if name == pick else ""
-        print(f"| {name}{mark} | " + " | ".join(f"{row[m]['candidate']:.1f} ({row[m]['gain']:+.1f})" for m in metrics) + " |")
+        print(f"| {name}{mark} | " + " | ".join(f"{row[m]['candidate']:.1f} ({row[m]['gain']:+.1f})" for m in row) + " |")
     result = {"baseline": args.baseline, "rule": f"max over candidates of min gain in {list(RULE_METRICS)}",
               "candidates": table, "pick": pick}
     if args.out:
