@@ -2,7 +2,8 @@
 
     python bench/paired.py A/predictions.jsonl B/predictions.jsonl --names SFT SFT+GRPO --out paired.json
 
-Both files come from `r1 eval --no-score` on the same pack and split. For the per-example metrics
+Both files come from `r1 eval --no-score` on the same pack and split. `--tasks grounding qa`
+compares those tasks alone, e.g. a file of every task against one made with `r1 eval --tasks`. For the per-example metrics
 (grounding Acc@0.25 / Acc@0.5 by r1_core.eval.grounding, QA EM by r1_core.eval.qa) it prints A, B,
 B − A and the 95 % interval of B − A from resampling the examples (both models together, so
 the interval reflects the models' disagreement, not the split's size alone).
@@ -125,9 +126,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cider-samples", type=int, default=2000,
                     help="resamples for the CIDEr intervals (each recomputes two corpus CIDErs); 0: no interval")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tasks", nargs="+", help="compare only these tasks' predictions (default: all in the files)")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args(argv)
     pa, pb = read_predictions(args.a), read_predictions(args.b)
+    if args.tasks:
+        pa, pb = ([p for p in preds if p["task"] in args.tasks] for preds in (pa, pb))
+        if not (pa and pb):
+            raise ValueError(f"--tasks {' '.join(args.tasks)}: no such predictions in "
+                             f"{args.a if not pa else args.b}")
     ma, mb = per_example(pa), per_example(pb)
     rows = []
     for metric in ma:

@@ -76,6 +76,18 @@ def test_files_of_different_examples_are_refused(tmp_path):
         paired.main([_write(tmp_path, "a.jsonl", a), _write(tmp_path, "b.jsonl", b)])
 
 
+def test_tasks_option_compares_a_subset_of_the_tasks(tmp_path):
+    a = _predictions(0)
+    b = _predictions(0, n_qa=0)          # B has no QA predictions: QA EM cannot be paired
+    a_path, b_path = _write(tmp_path, "a.jsonl", a), _write(tmp_path, "b.jsonl", b)
+    with pytest.raises(ValueError, match="QA EM"):
+        paired.main([a_path, b_path, "--samples", "100"])
+    rows = paired.main([a_path, b_path, "--samples", "100", "--tasks", "grounding"])["rows"]
+    assert [r["metric"] for r in rows] == ["Acc@0.25", "Acc@0.5"] and rows[0]["n"] == 60
+    with pytest.raises(ValueError, match="--tasks planning: no such predictions"):
+        paired.main([a_path, b_path, "--tasks", "planning"])
+
+
 def _captioned(seed: int, n: int = 30) -> list[dict]:
     """Dialogue examples with varied references (CIDEr's idf needs them); the last one repeats."""
     rng = np.random.default_rng(seed)
