@@ -3,10 +3,11 @@
     python bench/paired.py A/predictions.jsonl B/predictions.jsonl --names SFT SFT+GRPO --out paired.json
 
 Both files come from `r1 eval --no-score` on the same pack and split. `--tasks grounding qa`
-compares those tasks alone, e.g. a file of every task against one made with `r1 eval --tasks`. For the per-example metrics
-(grounding Acc@0.25 / Acc@0.5 by r1_core.eval.grounding, QA EM by r1_core.eval.qa) it prints A, B,
-B − A and the 95 % interval of B − A from resampling the examples (both models together, so
-the interval reflects the models' disagreement, not the split's size alone).
+compares those tasks alone, e.g. a file of every task against one made with `r1 eval --tasks`.
+For the per-example metrics (grounding Acc@0.25 / Acc@0.5 by r1_core.eval.grounding, QA EM by
+r1_core.eval.qa) it prints A, B, B − A and the 95 % interval of B − A from resampling the
+examples (both models together, so the interval reflects the models' disagreement, not the
+split's size alone).
 
 CIDEr (QA, dialogue, planning) does not decompose per example: its idf comes from the whole
 reference corpus. Its interval resamples the examples and recomputes both models' corpus CIDEr
