@@ -4,6 +4,7 @@ evaluations; SFT_FROM trains GRPO from a given SFT checkpoint, and EVAL_SFT=0 sk
 checkpoint's evaluation."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -65,3 +66,28 @@ def test_the_pipeline_runs_every_stage_once_and_grpo_from_a_given_sft_checkpoint
     assert f"=== pick: {selection['pick']}" in done.stdout
     picked = tmp_path / "b" / "eval" / f"grpo_{selection['pick']}" / "predictions.jsonl"
     assert picked.is_file() == (selection["pick"] != "final")
+
+    # EXTRA_CANDIDATES: dev predictions made before (here an oracle's: the reference boxes and
+    # answers) come first; picked, they get no held-out predictions. EVAL_FINAL=1 with final the
+    # only candidate: final's held-out predictions are made here.
+    oracle = tmp_path / "oracle.jsonl"
+    with open(tmp_path / "b" / "dev" / "sft" / "predictions.jsonl") as f, open(oracle, "w") as g:
+        for line in f:
+            p = json.loads(line)
+            if p["task"] == "grounding":
+                p["boxes"] = p["gt_boxes"][:1]
+            elif p["references"]:
+                p["answer"] = p["references"][0]
+            g.write(json.dumps(p) + "\n")
+    for extra, final_only, want in ((f"oracle={oracle}", "0", "oracle"), ("", "1", "final")):
+        shutil.rmtree(tmp_path / "b" / "eval", ignore_errors=True)
+        env.update(EXTRA_CANDIDATES=extra, EVAL_FINAL=final_only, STEPS="2" if extra else "")
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "grpo_dev_select.sh"), str(tmp_path / "b"),
+                               str(tmp_path / "a" / "run" / "pack")], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        selection = json.loads((tmp_path / "b" / "dev" / "selection.json").read_text())
+        names = ["oracle", "checkpoint-2", "final"] if extra else ["final"]
+        assert list(selection["candidates"]) == names and selection["pick"] == want
+        made = sorted(p.name for p in (tmp_path / "b" / "eval").glob("grpo_*")) if (tmp_path / "b" / "eval").exists() else []
+        assert made == ([] if extra else ["grpo_final"]), made

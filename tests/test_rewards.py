@@ -320,6 +320,16 @@ def test_semantic_rules():
         sem(None, [resp("x")])
 
 
+def test_semantic_task_scope():
+    """semantic_tasks: samples of other tasks get None (default: every task is scored)."""
+    comps = [resp("the sofa")] * 2
+    refs = [["sofa"], ["sofa"]]
+    every = get_reward("semantic")(None, comps, references=refs, tasks=["grounding", "qa"])
+    assert every[0] == every[1] and every[0] > 0.9
+    scoped = SemanticReward(RewardConfig(semantic_tasks=("grounding",)))
+    assert scoped(None, comps, references=refs, tasks=["grounding", "qa"]) == [every[0], None]
+
+
 def test_encoder_loaded_once_and_batched(monkeypatch):
     enc = load_text_encoder("minilm")
     assert load_text_encoder("minilm") is enc and load_text_encoder("minilm", minilm_dir()) is enc
@@ -393,10 +403,10 @@ def test_clip_encoder_errors(tmp_path):
 
 # ---- registry, config, combination -------------------------------------------------------------
 def test_registry_and_config():
-    assert list(REWARDS) == ["format", "perception", "semantic", "exact_match"]
+    assert list(REWARDS) == ["format", "perception", "semantic", "evidence", "exact_match"]
     for name in REWARDS:
         assert get_reward(name).__name__ == name            # TRL names reward functions by __name__
-    with pytest.raises(ValueError, match=r"unknown reward 'iou'; choose one of \['format', 'perception', 'semantic', 'exact_match'\]"):
+    with pytest.raises(ValueError, match=r"unknown reward 'iou'; choose one of \['format', 'perception', 'semantic', 'evidence', 'exact_match'\]"):
         get_reward("iou")
     cfg = load_config(RewardConfig, "config/rewards.yaml")
     assert cfg == RewardConfig()                              # the YAML states the defaults
@@ -408,10 +418,72 @@ def test_registry_and_config():
         load_config(RewardConfig, {"weights": {"format": 0.0}})
     with pytest.raises(ConfigError, match=r"perception_tasks: unknown task\(s\) \['detection'\]"):
         load_config(RewardConfig, {"perception_tasks": ["detection"]})
+    with pytest.raises(ConfigError, match=r"evidence_tasks: unknown task\(s\) \['trivia'\]"):
+        load_config(RewardConfig, {"evidence_tasks": ["trivia"]})
     with pytest.raises(ConfigError, match=r"exact_match_tasks: unknown task\(s\) \['trivia'\]"):
         load_config(RewardConfig, {"exact_match_tasks": ["trivia"]})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['weight'\]"):
         load_config(RewardConfig, {"weight": {"format": 1.0}})
+
+
+def _think(boxes, answer: str = "2") -> str:
+    """A QA completion whose reasoning names `boxes` (the answer names none)."""
+    listed = ", ".join(f"a chair at {format_box(b)}" for b in boxes)
+    return format_response(f"First, the question asks about the chair. Next, the relevant objects are {listed}.", answer)
+
+
+def test_evidence_is_the_matched_iou_of_the_reasonings_boxes():
+    """evidence = matched IoU (the perception rule) of the boxes named in <think> against the
+    reference reasoning's boxes, checked against brute-force matching on random boxes; the
+    answer's boxes do not count."""
+    ev = get_reward("evidence")
+    rng = np.random.default_rng(3)
+    comps, refs, want = [], [], []
+    for _ in range(80):
+        P, K = int(rng.integers(0, 4)), int(rng.integers(1, 4))
+        pred, ref = _random_boxes(rng, P), _random_boxes(rng, K)
+        comps.append(_think(pred, answer="the chair " + format_box(ref[0])))   # a right box in the answer
+        refs.append(ref)
+        want.append(_brute_force_matched(pred, ref))
+    got = ev(None, comps, evidence_boxes=refs, tasks=["qa"] * len(comps))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert sum(0 < w < 1 for w in want) > 25
+    # Naming the two reference chairs: 1; one of them: 1/2; one and a duplicate of it: 1/2.
+    a, b = CUBE, CUBE + [3, 0, 0, 0, 0, 0, 0]
+    two = np.stack([a, b])
+    assert ev(None, [_think([a, b]), _think([a]), _think([a, a])], evidence_boxes=[two] * 3) == [1.0, 0.5, 0.5]
+
+
+def test_evidence_rules():
+    ev = get_reward("evidence")
+    a = CUBE
+    none = np.zeros((0, 7))
+    nothing_named = format_response("I look for a dresser and find none.", "no")
+    cases = [
+        (nothing_named, none, "qa", 1.0),                       # the reference names nothing, nor does it
+        (_think([a], "yes"), none, "qa", 0.0),                  # ... but it names a box
+        (nothing_named, a[None], "qa", 0.0),                    # it names nothing where the reference names one
+        ("the relevant objects are " + format_box(a), a[None], "qa", 0.0),        # no think/answer blocks
+        (format_response("a chair at <box>1, 2</box>", "1"), a[None], "qa", 0.0),   # malformed box in the reasoning
+        (format_response("a chair at <ref>3</ref>", "1"), a[None], "qa", 0.0),      # unresolved proposal ref
+        (_think([a]), a[None], "grounding", None),              # outside evidence_tasks
+        (_think([a]), None, "qa", None),                        # no reference reasoning
+    ]
+    comps, refs, tasks, want = map(list, zip(*cases))
+    assert ev(None, comps, evidence_boxes=refs, tasks=tasks) == want
+    assert ev(None, [_think([a])], evidence_boxes=[[a.tolist()]]) == [1.0]             # no tasks: applies
+    wide = get_reward("evidence", RewardConfig(evidence_tasks=("qa", "grounding")))
+    assert wide(None, [_think([a])], evidence_boxes=[a[None]], tasks=["grounding"]) == [1.0]
+    with pytest.raises(ValueError, match="evidence_boxes: required keyword"):
+        ev(None, comps[:1])
+    with pytest.raises(ValueError, match=r"evidence_boxes\[0\]: expected \(K, 7\) boxes .* got shape \(1, 6\)"):
+        ev(None, comps[:1], evidence_boxes=[a[None, :6]], tasks=["qa"])
+    # In the combination: a QA sample scored by format and evidence alone (semantic scoped away).
+    reward = CombinedReward(RewardConfig(weights={"format": 1.0, "semantic": 1.0, "evidence": 1.0},
+                                         semantic_tasks=("grounding",)))
+    total, per = reward(None, [_think([a], "2")], references=[["3"]], evidence_boxes=[np.stack([a, a + 3])],
+                        tasks=["qa"])
+    assert per == {"format": [1.0], "semantic": [None], "evidence": [0.5]} and total == [0.75]
 
 
 def test_exact_match_is_scanqas_em_on_qa_answers():

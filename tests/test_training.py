@@ -384,6 +384,55 @@ def test_grpo_sft_term_trains_the_sft_targets_and_is_off_at_zero(sft_run, tmp_pa
         load_recipe(RECIPE, overrides={"grpo.sft_coef": -1})
 
 
+def test_grpo_scores_qa_reasoning_against_the_reference_reasonings_boxes(sft_run, tmp_path):
+    """With the evidence reward weighted, every QA completion is scored with the boxes its
+    example's reference reasoning names (read here with a regex from the pack's targets); without
+    it, none are passed. The configured rewards (no reward_fn) log the evidence reward."""
+    import copy
+    import re
+
+    from training.grpo import train_grpo
+
+    root, recipe, _ = sft_run
+    recipe = copy.deepcopy(recipe)
+    g = recipe.grpo
+    g.tasks, g.steps, g.prompts_per_step, g.group_size, g.max_new_tokens = ("qa",), 2, 3, 2, 8
+    pack, init = TrainingPack(root / "pack"), root / "sft" / "final"
+    number = r"-?\d+(?:\.\d+)?"
+    box_re = re.compile(rf"<box>\s*({number}(?:\s*,\s*{number}){{5,6}})\s*</box>")
+    expected: dict[str, list[np.ndarray]] = {}
+    for ex in pack.examples("train"):
+        if ex.task == "qa":
+            think = ex.target.split("</think>")[0]
+            rows = [[float(v) for v in m.split(",")] + [0.0] * (7 - len(m.split(","))) for m in box_re.findall(think)]
+            expected.setdefault(ex.text, []).append(np.asarray(rows, np.float64).reshape(-1, 7))
+    seen = []
+
+    def spy(prompts, completions, tasks, evidence_boxes, **kw):
+        seen.extend(zip(prompts, evidence_boxes))
+        r = [0.0] * len(completions)
+        return r, {"flat": r}
+
+    g.reward_weights = {"format": 1.0, "evidence": 1.0}
+    train_grpo(recipe, pack, tmp_path / "spy", init=init, progress=False, reward_fn=spy)
+    assert len(seen) == g.steps * g.prompts_per_step * g.group_size
+    assert any(len(b) for _, b in seen)
+    for prompt, boxes in seen:
+        assert any(b.shape == boxes.shape and np.allclose(b, boxes, atol=1e-4) for b in expected[prompt]), prompt
+    seen.clear()
+    g.reward_weights = {"format": 1.0, "perception": 1.0}
+    train_grpo(recipe, pack, tmp_path / "off", init=init, progress=False, reward_fn=spy)
+    assert seen and all(b is None for _, b in seen)
+    g.reward_weights = {"format": 1.0, "evidence": 1.0}
+    train_grpo(recipe, pack, tmp_path / "real", init=init, progress=False)
+    logged = [m for m in read_metrics(tmp_path / "real") if m.get("stage") == "grpo"]
+    assert logged and all(0.0 <= m["reward_evidence"] <= 1.0 for m in logged)
+    with pytest.raises(ValueError, match=r"grpo.reward_tasks: 'format' has no task scope"):
+        load_recipe(RECIPE, overrides={"grpo.reward_tasks": {"format": ["qa"]}})
+    with pytest.raises(ValueError, match=r"grpo.reward_tasks.semantic: expected a list of tasks"):
+        load_recipe(RECIPE, overrides={"grpo.reward_tasks": {"semantic": ["trivia"]}})
+
+
 def test_sample_groups_gives_g_completions_per_prompt_in_prompt_order(monkeypatch):
     """Prompts are generated in batches of one budget each; the results come back prompt-major,
     G per prompt, each from its own prompt and budget, and each batch has its own seed."""

@@ -50,7 +50,7 @@ import torch
 from tqdm import tqdm
 
 from r1_core.config import format_config
-from r1_core.model.answer import AnswerFormatError, resolve_refs
+from r1_core.model.answer import AnswerFormatError, extract_boxes, parse_response, resolve_refs
 from r1_core.model.checkpoint import save_checkpoint
 from r1_core.model.generate import GenerationSettings, by_budget, generate
 from r1_core.model.r1model import R1Model
@@ -174,6 +174,15 @@ def load_policy(model: R1Model, checkpoint: str | Path, identity: dict, steps: i
     return state
 
 
+def reference_evidence(ex) -> np.ndarray:
+    """The (K, 7) boxes the example's reference reasoning names (the evidence reward's target)."""
+    try:
+        return extract_boxes(parse_response(ex.target).reasoning)
+    except AnswerFormatError as e:
+        raise ValueError(f"{ex.scene_id} {ex.task} example {ex.text[:80]!r}: its target is not a "
+                         f"<think>…</think><answer>…</answer> with well-formed boxes: {e}") from e
+
+
 def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: str | Path,
                progress: bool = True, reward_fn=None, resume: str | Path | None = None) -> dict:
     """Run GRPO from an SFT checkpoint; writes out_dir/final, metrics.jsonl, tb/. Returns a summary.
@@ -216,8 +225,10 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                              "their target boxes")
     # the sentence encoder of the semantic reward runs beside the policy (on the CPU it took
     # seconds per step)
-    reward_fn = reward_fn or CombinedReward(RewardConfig(weights=dict(cfg.reward_weights),
-                                                         encoder_device=str(acc.device)))
+    reward_fn = reward_fn or CombinedReward(RewardConfig(
+        weights=dict(cfg.reward_weights), encoder_device=str(acc.device),
+        **{f"{name}_tasks": tuple(tasks) for name, tasks in cfg.reward_tasks.items()}))
+    evidence = {id(e): reference_evidence(e) for e in examples} if cfg.reward_weights.get("evidence", 0) > 0 else {}
     opt, sched = make_optimizer(policy_params, cfg.optim, cfg.steps)
     opt = acc.prepare(opt)
     # rank 0's RNG states, on every rank
@@ -253,7 +264,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                                     seed=cfg.seed * 1_000_003 + step * world + rank, cuda_graph=cuda_graph)
         t1 = time.perf_counter()
         # ---- rewards on the resolved answers ------------------------------------------------
-        texts, gt_boxes, refs, tasks = [], [], [], []
+        texts, gt_boxes, refs, tasks, evidence_boxes = [], [], [], [], []
         for i, res in enumerate(results):
             ex = chunk_ex[i // G]
             try:
@@ -264,8 +275,9 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             gt_boxes.append(ex.boxes)
             refs.append([a for a in ex.answers] or [""])
             tasks.append(ex.task)
-        total, per_reward = reward_fn([ex.text for ex in chunk_ex for _ in range(G)], texts,
-                                      gt_boxes=gt_boxes, references=refs, tasks=tasks)
+            evidence_boxes.append(evidence.get(id(ex)))
+        total, per_reward = reward_fn([ex.text for ex in chunk_ex for _ in range(G)], texts, gt_boxes=gt_boxes,
+                                      references=refs, tasks=tasks, evidence_boxes=evidence_boxes)
         rewards = torch.tensor(total, dtype=torch.float32, device=acc.device)
         t2 = time.perf_counter()
         advantages = group_advantages(rewards, G, scale=cfg.loss_type != "dr_grpo")

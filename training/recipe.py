@@ -74,6 +74,9 @@ class GRPOConfig:
     beta: float = 0.04               # KL weight
     loss_type: str = "grpo"          # grpo | bnpo | dr_grpo | dapo (training/grpo_loss.py)
     reward_weights: dict = field(default_factory=lambda: {"format": 1.0, "perception": 1.0, "semantic": 1.0})
+    # Tasks a reward scores, where not its default (training/rewards.py RewardConfig.<name>_tasks),
+    # e.g. {semantic: [grounding], evidence: [qa]}.
+    reward_tasks: dict = field(default_factory=dict)
     mixed_precision: str = "fp32"    # fp32 | bf16 | fp16: autocast over the log-prob passes (sampling is fp32)
     log_every: int = 5
     save_every: int = 0
@@ -99,6 +102,12 @@ class GRPOConfig:
             raise ValueError(f"grpo.group_size must be >= 2 (advantages are group-normalised), got {self.group_size}")
         from r1_core.query import TASKS
 
+        scoped = ("perception", "semantic", "evidence", "exact_match")
+        for name, tasks in self.reward_tasks.items():
+            if name not in scoped:
+                raise ValueError(f"grpo.reward_tasks: {name!r} has no task scope; choose from {list(scoped)}")
+            if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or any(t not in TASKS for t in tasks):
+                raise ValueError(f"grpo.reward_tasks.{name}: expected a list of tasks from {list(TASKS)}, got {tasks!r}")
         for task, n in self.task_max_new_tokens.items():
             if task not in TASKS:
                 raise ValueError(f"grpo.task_max_new_tokens: unknown task {task!r}; choose from {list(TASKS)}")

@@ -5,13 +5,16 @@
 # held-out predictions unless it is `final` (nano_pipeline.sh makes those).
 #   WAIT_FOR=/tmp/site/.ready scripts/gpu/grpo_dev_select.sh PIPELINE_WORKDIR DEV_PACK
 # Settings (environment): STEPS (the checkpoint-N to evaluate, default "7 14 21": grpo.save_every 7
-# of 28 steps), EVAL_BATCH, WAIT_FOR (as nano_pipeline.sh's: the weights are installed).
+# of 28 steps; empty: final alone), EVAL_BATCH, WAIT_FOR (as nano_pipeline.sh's: the weights are installed),
+# EXTRA_CANDIDATES ("NAME=PREDICTIONS ...": dev predictions made before on the same dev pack, e.g. the
+# shipped model's; listed first, and a pick among them gets no held-out predictions), EVAL_FINAL=1
+# (make final's held-out predictions here when it is the pick: nano_pipeline.sh ran with STOP_AFTER=grpo).
 # Writes PIPELINE_WORKDIR/dev/<name>/predictions.jsonl, dev/selection.json and, for a pick other
 # than final, eval/grpo_<pick>/predictions.jsonl.
 set -euo pipefail
 W=$1; DEV=$2
 R="${PYTHON:-python3} -m r1_ros.cli"
-STEPS=${STEPS:-7 14 21}
+STEPS=${STEPS-7 14 21}
 EVAL_BATCH=${EVAL_BATCH:-256}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 [ -f "$DEV/pack.json" ] || { echo "$DEV: not a pack (no pack.json)" >&2; exit 2; }
@@ -25,7 +28,7 @@ dev_eval() {  # NAME CHECKPOINT
 [ -z "${WAIT_FOR:-}" ] || wait_for "$WAIT_FOR"
 wait_for "$W/run/sft/final/r1_meta.json"
 dev_eval sft "$W/run/sft/final"
-candidates=""
+candidates="${EXTRA_CANDIDATES:-}"
 for n in $STEPS; do
   wait_for "$W/run/grpo/checkpoint-$n/train_state.pt"   # written after the checkpoint itself
   dev_eval checkpoint-$n "$W/run/grpo/checkpoint-$n"
@@ -37,7 +40,8 @@ ${PYTHON:-python3} bench/select_checkpoint.py --baseline "$W/dev/sft/predictions
   --candidates $candidates "final=$W/dev/final/predictions.jsonl" --out "$W/dev/selection.json"
 pick=$(${PYTHON:-python3} -c "import json,sys; print(json.load(open(sys.argv[1]))['pick'])" "$W/dev/selection.json")
 echo "=== pick: $pick"
-if [ "$pick" != final ]; then
+case " ${EXTRA_CANDIDATES:-} " in *" $pick="*) extra=1 ;; *) extra=0 ;; esac
+if [ "$extra" = 0 ] && { [ "$pick" != final ] || [ "${EVAL_FINAL:-0}" = 1 ]; }; then
   $R eval --checkpoint "$W/run/grpo/$pick" --pack "$W/run/pack" --out "$W/eval/grpo_$pick" --no-score \
     --batch-size $EVAL_BATCH ${EVAL_TASKS:+--tasks $EVAL_TASKS}
 fi
