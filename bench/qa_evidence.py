@@ -21,10 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.qa_types import qa_by_key  # noqa: E402
+from bench.qa_types import load_models, shared_questions  # noqa: E402
 from r1_core.eval.qa import SCANQA_TYPE_NAMES, answer_match, scanqa_question_type  # noqa: E402
 from r1_core.model.answer import format_response  # noqa: E402
-from training.evaluate import read_predictions  # noqa: E402
 from training.rewards import EvidenceReward  # noqa: E402
 
 THRESHOLD = 0.5
@@ -51,10 +50,7 @@ def summarise(ev: list[float], em: list[float]) -> dict:
 
 def table(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict[str, dict]]:
     """type (then "all") -> model -> summarise(...) over the questions every model answered."""
-    keys = list(next(iter(models.values())))
-    for name, m in models.items():
-        if set(m) != set(keys):
-            raise ValueError(f"{name}: answers {len(m)} questions, not the same {len(keys)} as the first model")
+    keys = shared_questions(models)
     types = [scanqa_question_type(k[1]) for k in keys]
     out: dict[str, dict[str, dict]] = {}
     for name, m in models.items():
@@ -88,10 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--names", nargs="+", help="one name per file (default: the file names)")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args(argv)
-    names = args.names or [Path(p).name for p in args.predictions]
-    if len(names) != len(args.predictions) or len(set(names)) != len(names):
-        raise SystemExit(f"--names: expected {len(args.predictions)} distinct names, got {names}")
-    rows = table({n: qa_by_key(read_predictions(p), p) for n, p in zip(names, args.predictions)})
+    models = load_models(args.predictions, args.names)
+    names = list(models)
+    rows = table(models)
     print(markdown(rows, names))
     if args.out:
         Path(args.out).write_text(json.dumps({"predictions": dict(zip(names, args.predictions)), "types": rows},

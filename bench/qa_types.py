@@ -38,13 +38,28 @@ def qa_by_key(preds: list[dict], source: str) -> dict[tuple[str, str], dict]:
     return out
 
 
-def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
-    """type -> {"n", then per model {"EM", "top_answer", "top_share"}} over the questions every
-    model answered (the models must share their questions)."""
+def load_models(predictions: list[str], names: list[str] | None) -> dict[str, dict[tuple[str, str], dict]]:
+    """name -> qa_by_key of each prediction file; `names` (default: the file names) must be distinct,
+    one per file."""
+    names = names or [Path(p).name for p in predictions]
+    if len(names) != len(predictions) or len(set(names)) != len(names):
+        raise SystemExit(f"--names: expected {len(predictions)} distinct names, got {names}")
+    return {n: qa_by_key(read_predictions(p), p) for n, p in zip(names, predictions)}
+
+
+def shared_questions(models: dict[str, dict[tuple[str, str], dict]]) -> list[tuple[str, str]]:
+    """The first model's question keys, which every model must answer (no more, no fewer)."""
     keys = list(next(iter(models.values())))
     for name, m in models.items():
         if set(m) != set(keys):
             raise ValueError(f"{name}: answers {len(m)} questions, not the same {len(keys)} as the first model")
+    return keys
+
+
+def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
+    """type -> {"n", then per model {"EM", "top_answer", "top_share"}} over the questions every
+    model answered (the models must share their questions)."""
+    keys = shared_questions(models)
     groups: dict[str, list] = {}
     for k in keys:
         groups.setdefault(scanqa_question_type(k[1]), []).append(k)
@@ -100,10 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
         return priors
     if not args.predictions:
         raise SystemExit("give prediction files, or --answers with a ScanQA annotation file")
-    names = args.names or [Path(p).name for p in args.predictions]
-    if len(names) != len(args.predictions) or len(set(names)) != len(names):
-        raise SystemExit(f"--names: expected {len(args.predictions)} distinct names, got {names}")
-    models = {n: qa_by_key(read_predictions(p), p) for n, p in zip(names, args.predictions)}
+    models = load_models(args.predictions, args.names)
+    names = list(models)
     table = by_type(models)
     print(markdown(table, names))
     if args.out:

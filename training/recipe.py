@@ -8,7 +8,7 @@ The resolved recipe is printed at the start of every stage and saved next to its
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from r1_core.config import load_config
@@ -102,7 +102,9 @@ class GRPOConfig:
             raise ValueError(f"grpo.group_size must be >= 2 (advantages are group-normalised), got {self.group_size}")
         from r1_core.query import TASKS
 
-        scoped = ("perception", "semantic", "evidence", "exact_match")
+        from training.rewards import RewardConfig
+
+        scoped = [f.name.removesuffix("_tasks") for f in fields(RewardConfig) if f.name.endswith("_tasks")]
         for name, tasks in self.reward_tasks.items():
             if name not in scoped:
                 raise ValueError(f"grpo.reward_tasks: {name!r} has no task scope; choose from {list(scoped)}")

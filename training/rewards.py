@@ -441,6 +441,17 @@ class SemanticReward:
 
 
 # ---- evidence (not in the paper) ---------------------------------------------------------------
+def _reasoning_boxes(parsed: ParsedResponse | None) -> np.ndarray | None:
+    """The (K, 7) boxes the reasoning names; None for a malformed response, a malformed box or an
+    unresolved `<ref>`."""
+    if parsed is None or REF_OPEN in parsed.reasoning:
+        return None
+    try:
+        return extract_boxes(parsed.reasoning)
+    except AnswerFormatError:
+        return None
+
+
 class EvidenceReward:
     """Matched 3D IoU of the boxes the reasoning names with `evidence_boxes`, the boxes the
     reference reasoning names (1.0 / 0.0 for naming none / some when it names none); 0.0 for a
@@ -469,13 +480,7 @@ class EvidenceReward:
             if ref is None or not applies[i]:
                 out.append(None)
                 continue
-            parsed = _response(text, self.cfg)
-            named = None
-            if parsed is not None and REF_OPEN not in parsed.reasoning:      # an unresolved <ref>: malformed
-                try:
-                    named = extract_boxes(parsed.reasoning)
-                except AnswerFormatError:
-                    named = None
+            named = _reasoning_boxes(_response(text, self.cfg))
             if named is None:
                 out.append(0.0)
             elif len(ref) == 0:
