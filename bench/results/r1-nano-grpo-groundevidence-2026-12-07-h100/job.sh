@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GPU job of 2026-12-07 (third session): the shipped GRPO recipe (grounding alone, sft_coef 0.25) from
+# the committed SFT checkpoint, with the evidence reward added on grounding (its reasoning's boxes
+# against the reference reasoning's). Beside it, the dev-room choice among the shipped model and this
+# run's checkpoints 7/14/21/final by the rule fixed before (bench/select_checkpoint.py), then the
+# pick's held-out grounding and QA predictions (80 rooms). Last, planning and dialogue predictions of
+# the SFT checkpoint (and of a new pick) on the same held-out pack, on this H100.
+#   job.sh TREE_COPY      (the tree copied outside the work tree; /tmp/sft, /tmp/dev_pack, /tmp/prev carried in)
+set -euo pipefail
+T=$1
+cd "$T"
+export PYTHONPATH=/tmp/site:$T HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+W=/tmp/A
+mkdir -p $W/dev/sft
+zcat /tmp/prev/sft_h100.jsonl.gz > $W/dev/sft/predictions.jsonl          # the SFT checkpoint's dev predictions (2026-12-07, H100)
+zcat /tmp/prev/shipped_h100.jsonl.gz > /tmp/prev/shipped.jsonl            # the shipped model's (same dev pack, same day)
+SETS="grpo.reward_weights.evidence=1.0 grpo.reward_tasks.evidence=[grounding]"
+SCENES=100 VAL_ROOMS=100-119,320-379 SFT_FROM=/tmp/sft WAIT_FOR=/tmp/site/.ready STOP_AFTER=grpo SETS="$SETS" \
+  scripts/gpu/nano_pipeline.sh $W > /tmp/pipe.log 2>&1 &
+EXTRA_CANDIDATES="shipped=/tmp/prev/shipped.jsonl" EVAL_FINAL=1 WAIT_FOR=/tmp/site/.ready EVAL_BATCH=256 \
+  EVAL_TASKS="grounding qa" scripts/gpu/grpo_dev_select.sh $W /tmp/dev_pack > /tmp/dev.log 2>&1
+wait
+R="python3 -m r1_ros.cli"
+pick=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['pick'])" $W/dev/selection.json)
+for name in sft $pick; do
+  [ "$name" = shipped ] && continue
+  ck=$W/run/grpo/$name; [ "$name" = sft ] && ck=/tmp/sft
+  echo "=== planning/dialogue $name $(date +%T)" >> /tmp/dev.log
+  $R eval --checkpoint $ck --pack $W/run/pack --out $W/eval/pd_$name --no-score --batch-size 256 \
+    --tasks planning dialogue --no-dense-caption >> /tmp/dev.log 2>&1
+done
+echo "=== job done $(date +%T)" >> /tmp/dev.log
+touch /tmp/job.done
