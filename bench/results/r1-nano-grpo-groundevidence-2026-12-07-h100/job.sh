@@ -9,6 +9,7 @@
 set -euo pipefail
 T=$1
 cd "$T"
+R="python3 -m r1_ros.cli"
 export PYTHONPATH=/tmp/site:$T HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 W=/tmp/A
 mkdir -p $W/dev/sft
@@ -20,8 +21,12 @@ SCENES=100 VAL_ROOMS=100-119,320-379 SFT_FROM=/tmp/sft WAIT_FOR=/tmp/site/.ready
 EXTRA_CANDIDATES="shipped=/tmp/prev/shipped.jsonl" EVAL_FINAL=1 WAIT_FOR=/tmp/site/.ready EVAL_BATCH=256 \
   EVAL_TASKS="grounding qa" scripts/gpu/grpo_dev_select.sh $W /tmp/dev_pack > /tmp/dev.log 2>&1
 wait
-R="python3 -m r1_ros.cli"
 pick=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['pick'])" $W/dev/selection.json)
+if [ "$pick" = shipped ]; then   # for the record: final's held-out grounding and QA
+  echo "=== held-out final (record) $(date +%T)" >> /tmp/dev.log
+  $R eval --checkpoint $W/run/grpo/final --pack $W/run/pack --out $W/eval/grpo_final --no-score --batch-size 256 \
+    --tasks grounding qa --no-dense-caption >> /tmp/dev.log 2>&1
+fi
 for name in sft $pick; do
   [ "$name" = shipped ] && continue
   ck=$W/run/grpo/$name; [ "$name" = sft ] && ck=/tmp/sft
