@@ -2,12 +2,19 @@
 model's most common answer per type: where a training stage moved an answer prior.
 
     python bench/qa_types.py sft.jsonl.gz grpo.jsonl.gz --names SFT SFT+GRPO --out qa_types.json
+    python bench/qa_types.py sft.jsonl.gz grpo.jsonl.gz --names SFT SFT+GRPO --cider   # + CIDEr by type
     python bench/qa_types.py --answers data/ScanQA/ScanQA_v1.0_train.json   # the references' priors
 
 The files are `r1 eval --no-score` predictions (plain or .gz) of the same pack and split; only
 their QA predictions are read. Types: r1_core.eval.qa.scanqa_question_type. A type whose most
 common answer takes most of its questions (e.g. every "is there" answered "yes") is answered
 from a prior, not from the scene.
+
+`--cider` adds each type's share of the corpus QA CIDEr (pycocoevalcap's, over all shared
+questions: its per-question scores summed over the type's questions and divided by the number of
+questions, so the types add up to the corpus score) and its mean per-question CIDEr. Where two
+models' QA CIDEr differ, the shares say which types make the difference. Needs Java (the PTB
+tokeniser), as the benchmark's scorer does.
 """
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,6 +85,32 @@ def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
     return out
 
 
+def cider_by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
+    """type -> per model {"share", "mean"}: the type's part of the corpus QA CIDEr (×100; the
+    shares of all types add up to the corpus score) and its questions' mean CIDEr, from one
+    corpus computation per model over the questions every model answered."""
+    from pycocoevalcap.cider.cider import Cider
+
+    from r1_core.eval.captions import ptb_tokenize
+
+    keys = shared_questions(models)
+    first = next(iter(models.values()))
+    types = [scanqa_question_type(k[1]) for k in keys]
+    per_question = {}
+    for name, m in models.items():
+        tok = ptb_tokenize({**{("ref", i): first[k]["references"] for i, k in enumerate(keys)},
+                            **{("answer", i): [m[k].get("answer") or ""] for i, k in enumerate(keys)}})
+        _, scores = Cider().compute_score({i: tok[("ref", i)] for i in range(len(keys))},
+                                          {i: tok[("answer", i)] for i in range(len(keys))})
+        per_question[name] = 100.0 * np.asarray(scores, np.float64)
+    out = {}
+    for t in [t for t in SCANQA_TYPE_NAMES if t in types]:
+        idx = [i for i, x in enumerate(types) if x == t]
+        out[t] = {name: {"share": float(s[idx].sum() / len(keys)), "mean": float(s[idx].mean())}
+                  for name, s in per_question.items()}
+    return out
+
+
 def answer_priors(questions: list[dict], top: int = 4) -> dict[str, dict]:
     """type -> {"n", "answers": [(answer, share %), ...]} of a ScanQA annotation file's first
     answers: what a model that cannot read a type from the scene would learn to say."""
@@ -100,12 +135,25 @@ def markdown(table: dict[str, dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def cider_markdown(table: dict[str, dict], names: list[str]) -> str:
+    lines = ["| type | " + " | ".join(f"{n} CIDEr share" for n in names) + " | "
+             + " | ".join(f"{n} mean CIDEr" for n in names) + " |",
+             "|---|" + "---:|" * (2 * len(names))]
+    for t, row in table.items():
+        lines.append(f"| {t} | " + " | ".join(f"{row[n]['share']:.1f}" for n in names) + " | "
+                     + " | ".join(f"{row[n]['mean']:.1f}" for n in names) + " |")
+    lines.append("| all | " + " | ".join(f"{sum(r[n]['share'] for r in table.values()):.1f}" for n in names)
+                 + " |" + " |" * len(names))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("predictions", nargs="*", help="r1 eval --no-score predictions (.jsonl or .jsonl.gz)")
     ap.add_argument("--answers", type=Path, help="instead: a ScanQA annotation JSON; print each type's answer shares")
     ap.add_argument("--names", nargs="+", help="one name per file (default: the file names)")
+    ap.add_argument("--cider", action="store_true", help="add each type's share of the corpus QA CIDEr (needs Java)")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args(argv)
     if args.answers:
@@ -119,6 +167,13 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(models)
     table = by_type(models)
     print(markdown(table, names))
+    if args.cider:
+        for t, row in cider_by_type(models).items():
+            for n in names:
+                table[t][n].update(cider_share=row[n]["share"], cider_mean=row[n]["mean"])
+        print()
+        print(cider_markdown({t: {n: {"share": r[n]["cider_share"], "mean": r[n]["cider_mean"]} for n in names}
+                              for t, r in table.items()}, names))
     if args.out:
         Path(args.out).write_text(json.dumps({"predictions": dict(zip(names, args.predictions)), "types": table},
                                              indent=1) + "\n")

@@ -75,3 +75,20 @@ def test_answer_priors_of_an_annotation_file(tmp_path, capsys):
         qa_types.main(["--answers", str(path)])
     with pytest.raises(SystemExit, match="give prediction files"):
         qa_types.main([])
+
+
+def test_cider_shares_add_up_to_the_benchmark_scorer_and_show_which_type_moved(tmp_path):
+    from r1_core.eval.captions import caption_metrics
+
+    a_answers = ["no", "no", "no", "2", "1", "next to the wall", "blue"]
+    b_answers = ["no", "no", "no", "2", "1", "in a corner", "blue"]          # B differs on "where" alone
+    table = qa_types.main([_write(tmp_path, "a.jsonl", _preds(a_answers)), _write(tmp_path, "b.jsonl", _preds(b_answers)),
+                           "--names", "A", "B", "--cider"])
+    for name, answers in (("A", a_answers), ("B", b_answers)):
+        corpus = caption_metrics(dict(enumerate(answers)), {i: r for i, (_, r) in enumerate(QUESTIONS)},
+                                 metrics=("CIDEr",))["CIDEr"]
+        assert sum(row[name]["cider_share"] for row in table.values()) == pytest.approx(100 * corpus)
+    assert table["where"]["A"]["cider_mean"] > 0 == table["where"]["B"]["cider_mean"]
+    for t in ("how many", "is there", "what colour"):                        # the same answers score the same
+        assert table[t]["A"]["cider_share"] == pytest.approx(table[t]["B"]["cider_share"])
+    assert table["is there"]["A"]["cider_mean"] == pytest.approx(table["is there"]["A"]["cider_share"] * 7 / 3)  # 3 of 7
