@@ -87,22 +87,20 @@ def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
 
 def cider_by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
     """type -> per model {"share", "mean"}: the type's part of the corpus QA CIDEr (×100; the
-    shares of all types add up to the corpus score) and its questions' mean CIDEr, from one
-    corpus computation per model over the questions every model answered."""
-    from pycocoevalcap.cider.cider import Cider
-
-    from r1_core.eval.captions import ptb_tokenize
+    shares of all types add up to the corpus score) and its questions' mean CIDEr, from the
+    benchmark's scorer (per-sample CIDEr of one corpus run per model) over the questions every
+    model answered."""
+    from r1_core.eval.captions import CaptionScorer
 
     keys = shared_questions(models)
     first = next(iter(models.values()))
-    types = [scanqa_question_type(k[1]) for k in keys]
+    references = {i: first[k]["references"] for i, k in enumerate(keys)}
+    scorer = CaptionScorer(metrics=("CIDEr",))
     per_question = {}
     for name, m in models.items():
-        tok = ptb_tokenize({**{("ref", i): first[k]["references"] for i, k in enumerate(keys)},
-                            **{("answer", i): [m[k].get("answer") or ""] for i, k in enumerate(keys)}})
-        _, scores = Cider().compute_score({i: tok[("ref", i)] for i in range(len(keys))},
-                                          {i: tok[("answer", i)] for i in range(len(keys))})
-        per_question[name] = 100.0 * np.asarray(scores, np.float64)
+        scored = scorer.score({i: m[k].get("answer") or "" for i, k in enumerate(keys)}, references, per_sample=True)
+        per_question[name] = 100.0 * np.array([scored.per_sample["CIDEr"][i] for i in range(len(keys))])
+    types = [scanqa_question_type(k[1]) for k in keys]
     out = {}
     for t in [t for t in SCANQA_TYPE_NAMES if t in types]:
         idx = [i for i, x in enumerate(types) if x == t]
@@ -168,12 +166,12 @@ def main(argv: list[str] | None = None) -> dict:
     table = by_type(models)
     print(markdown(table, names))
     if args.cider:
-        for t, row in cider_by_type(models).items():
+        cider = cider_by_type(models)
+        print()
+        print(cider_markdown(cider, names))
+        for t, row in cider.items():
             for n in names:
                 table[t][n].update(cider_share=row[n]["share"], cider_mean=row[n]["mean"])
-        print()
-        print(cider_markdown({t: {n: {"share": r[n]["cider_share"], "mean": r[n]["cider_mean"]} for n in names}
-                              for t, r in table.items()}, names))
     if args.out:
         Path(args.out).write_text(json.dumps({"predictions": dict(zip(names, args.predictions)), "types": table},
                                              indent=1) + "\n")
