@@ -211,3 +211,22 @@ def test_named_held_out_rooms_keep_the_training_rooms_and_add_more(tmp_path):
         write_dataset(tmp_path / "bad", train_scenes=2, val_scenes=1, progress=False, val_start=0, val_rooms=[1])
     with pytest.raises(ValueError, match="val_scenes: expected 2"):
         write_dataset(tmp_path / "bad", train_scenes=2, val_scenes=1, progress=False, val_rooms=[1, 5])
+
+
+def test_named_training_rooms_are_the_very_rooms_of_a_larger_dataset(tmp_path):
+    """train_rooms: rooms 2 and 0 alone (e.g. rooms no earlier stage saw, for GRPO's prompts) are
+    written exactly as the dataset of rooms 0-2 writes them; a training room may not be held out."""
+    from r1_core.data.synthetic.dataset import write_dataset
+
+    base = write_dataset(tmp_path / "base", train_scenes=3, val_scenes=0, seed=3, progress=False, cot=False)
+    some = write_dataset(tmp_path / "some", train_scenes=2, val_scenes=0, seed=3, progress=False, cot=False,
+                         train_rooms=[2, 0])
+    assert base.scenes["train"] == ["synth0000_00", "synth0001_00", "synth0002_00"]
+    assert some.scenes["train"] == ["synth0000_00", "synth0002_00"] and not some.scenes.get("val")
+    a = json.loads(DatasetLayout(tmp_path / "base").path("scanrefer", "train").read_text())
+    b = json.loads(DatasetLayout(tmp_path / "some").path("scanrefer", "train").read_text())
+    assert b and b == [r for r in a if r["scene_id"] != "synth0001_00"]
+    with pytest.raises(ValueError, match=r"rooms \[1\] are also held out"):
+        write_dataset(tmp_path / "bad", train_scenes=2, val_scenes=1, progress=False, val_start=1, train_rooms=[1, 4])
+    with pytest.raises(ValueError, match="train_scenes: expected 2"):
+        write_dataset(tmp_path / "bad", train_scenes=3, val_scenes=0, progress=False, train_rooms=[1, 4])

@@ -1,7 +1,7 @@
 """scripts/gpu/nano_pipeline.sh, the script every GPU run of R1-nano goes through, end to end on the
 tiny recipe on the CPU: every stage runs once and is skipped when run again; EVAL_TASKS limits the
-evaluations; SFT_FROM trains GRPO from a given SFT checkpoint, and EVAL_SFT=0 skips that
-checkpoint's evaluation."""
+evaluations; SFT_FROM trains GRPO from a given SFT checkpoint, GRPO_ROOMS takes its prompts from
+rooms of their own, and EVAL_SFT=0 skips that checkpoint's evaluation."""
 import json
 import os
 import shutil
@@ -45,9 +45,13 @@ def test_the_pipeline_runs_every_stage_once_and_grpo_from_a_given_sft_checkpoint
     assert "=== sft" not in again and "=== grpo" not in again and "=== all done" in again
 
     sft = tmp_path / "a" / "run" / "sft" / "final"
-    out = _run(tmp_path / "b", SFT_FROM=str(sft), EVAL_SFT="0", EVAL_TASKS="grounding",
+    out = _run(tmp_path / "b", SFT_FROM=str(sft), EVAL_SFT="0", EVAL_TASKS="grounding", GRPO_ROOMS="7",
                SETS="pack.frames=20 pack.caption_per_scene=2 grpo.save_every=2")
     assert "=== detector" not in out and "=== sft " not in out and "=== grpo done" in out
+    # GRPO_ROOMS: GRPO's prompts from room 7 alone (its own dataset and pack), the SFT term's from rooms 0-1
+    assert json.loads((tmp_path / "b" / "run" / "grpo_pack" / "pack.json").read_text())["splits"]["train"] == ["synth0007_00"]
+    assert f"prompts of 1 scenes from {tmp_path / 'b' / 'run' / 'grpo_pack'}; SFT term:" in out
+    assert f"examples of 2 scenes from {tmp_path / 'b' / 'run' / 'pack'}" in out
     assert (tmp_path / "b" / "run" / "sft" / "final").resolve() == sft.resolve()
     assert not (tmp_path / "b" / "eval" / "sft").exists()
     assert set(_tasks(tmp_path / "b" / "eval" / "grpo" / "predictions.jsonl")) == {"grounding", "scan2cap"}

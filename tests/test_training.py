@@ -384,6 +384,57 @@ def test_grpo_sft_term_trains_the_sft_targets_and_is_off_at_zero(sft_run, tmp_pa
         load_recipe(RECIPE, overrides={"grpo.sft_coef": -1})
 
 
+def test_grpo_prompts_from_one_pack_and_the_sft_term_from_another(sft_run, tmp_path):
+    """--sft-pack: GRPO samples its prompts from a pack of a room SFT never saw (room 9) while the
+    SFT term trains on SFT's own pack, and lowers its loss there; naming GRPO's own pack as the
+    SFT pack is the default run, adapter for adapter; two packs sharing a scene are refused."""
+    import copy
+
+    from r1_core.data.synthetic.dataset import write_dataset
+    from training.grpo import train_grpo
+    from training.pack import build_pack
+
+    from conftest import TINY_WORLD
+
+    root, recipe, _ = sft_run
+    recipe = copy.deepcopy(recipe)
+    g = recipe.grpo
+    g.tasks, g.steps, g.prompts_per_step, g.group_size, g.max_new_tokens = ("grounding",), 3, 2, 2, 4
+    g.beta, g.optim.lr, g.optim.warmup_steps, g.sft_batch_size, g.sft_coef = 0.0, 0.01, 1, 2, 1.0
+    write_dataset(tmp_path / "fresh_data", train_scenes=1, val_scenes=0, seed=5, progress=False, train_rooms=[9])
+    build_pack(tmp_path / "fresh_data", tmp_path / "fresh_pack", load_recipe(RECIPE, overrides=TINY_WORLD).pack,
+               encoder_cfg=recipe.model.encoder, detector=root / "detector", progress=False)
+    own, fresh, init = TrainingPack(root / "pack"), TrainingPack(tmp_path / "fresh_pack"), root / "sft" / "final"
+    boxes = {name: {tuple(np.round(np.asarray(e.boxes, dtype=float).ravel(), 4)) for e in p.examples("train")
+                    if e.task == "grounding"} for name, p in (("own", own), ("fresh", fresh))}
+    assert boxes["fresh"] and not boxes["fresh"] & boxes["own"]
+    seen = []
+
+    def flat(prompts, completions, gt_boxes, **kw):   # equal rewards: only the SFT term moves the adapter
+        seen.extend(tuple(np.round(np.asarray(b, dtype=float).ravel(), 4)) for b in gt_boxes)
+        r = [0.5] * len(completions)
+        return r, {"flat": r}
+
+    train_grpo(recipe, fresh, tmp_path / "fresh", init=init, progress=False, reward_fn=flat, sft_pack=own)
+    assert seen and set(seen) <= boxes["fresh"]
+    assert _sft_loss(tmp_path / "fresh" / "final", own, recipe) < _sft_loss(init, own, recipe) - 0.01
+    for name, sft_pack in (("default", None), ("named", TrainingPack(root / "pack"))):
+        train_grpo(recipe, own, tmp_path / name, init=init, progress=False, reward_fn=flat, sft_pack=sft_pack)
+    a, b = (load_file(tmp_path / n / "final" / "adapter.safetensors") for n in ("default", "named"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="share scenes"):
+        train_grpo(recipe, own, tmp_path / "bad", init=init, progress=False, reward_fn=flat,
+                   sft_pack=_copy_pack(root / "pack", tmp_path / "copy"))
+
+
+def _copy_pack(src, dst) -> TrainingPack:
+    """A copy of a pack under another root: the same scene ids in a second pack."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return TrainingPack(dst)
+
+
 def test_grpo_scores_qa_reasoning_against_the_reference_reasonings_boxes(sft_run, tmp_path):
     """With the evidence reward weighted, every QA completion is scored with the boxes its
     example's reference reasoning names (read here with a regex from the pack's targets); without

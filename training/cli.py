@@ -86,7 +86,7 @@ def _grpo(args) -> int:
     from training.grpo import train_grpo
 
     summary = train_grpo(_recipe(args), TrainingPack(args.pack), args.out, init=args.init,
-                         resume=args.resume)
+                         resume=args.resume, sft_pack=TrainingPack(args.sft_pack) if args.sft_pack else None)
     print(json.dumps({k: v for k, v in summary.items() if k != "reward_history"}))
     return 0
 
@@ -98,7 +98,7 @@ def _all(args) -> int:
     _detector(ns(**base, data=args.data, out=out / "detector", workers=args.workers))
     _pack(ns(**base, data=args.data, out=out / "pack", detector=out / "detector", workers=args.workers))
     _sft(ns(**base, pack=out / "pack", out=out / "sft", detector=out / "detector", init=None))
-    _grpo(ns(**base, pack=out / "pack", out=out / "grpo", init=out / "sft" / "final", resume=None))
+    _grpo(ns(**base, pack=out / "pack", out=out / "grpo", init=out / "sft" / "final", resume=None, sft_pack=None))
     return 0
 
 
@@ -174,6 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pack", required=True)
     p.add_argument("--init", required=True, help="the SFT checkpoint (also the KL reference)")
     p.add_argument("--resume", help="continue a run at its checkpoint-N directory (same --init, recipe and pack)")
+    p.add_argument("--sft-pack", help="the pack of grpo.sft_coef's SFT examples (default --pack), e.g. SFT's own "
+                   "rooms while --pack holds rooms SFT never saw")
     p.set_defaults(func=_grpo)
     p = ts.add_parser("all", help="detector, pack, sft and grpo in sequence under --out")
     common(p, data=True)

@@ -32,7 +32,9 @@ log-probs are the training pass's, detached.
 `grpo.sft_coef` > 0 adds that weight times the SFT loss on a batch of the SFT stage's examples to
 every step (InstructGPT's PPO-ptx; not in the paper), to hold the tasks the rewards do not score
 where SFT left them. In R1-nano's one run with it (grounding and QA tasks, weight 0.25) QA still
-fell: bench/results/r1-nano-grpo-variants-2026-11-25-h200.
+fell: bench/results/r1-nano-grpo-variants-2026-11-25-h200. `sft_pack` (`--sft-pack`) takes those
+examples from another pack than GRPO's prompts: GRPO can then sample its prompts from rooms SFT
+never saw while the SFT term keeps SFT's own rooms (no new supervised data).
 
 What trains: the LoRA adapter (the policy). The reference policy is the SFT adapter, kept as a
 second, frozen peft adapter on the same base weights; encoder, projector and view encoders stay
@@ -121,10 +123,11 @@ def sample_groups(model: R1Model, prompts: list, tasks: list[str], cfg, seed: in
     return results
 
 
-def run_identity(cfg, init: str | Path, examples: list, world: int) -> dict[str, str | int]:
+def run_identity(cfg, init: str | Path, examples: list, world: int, sft_examples: list = ()) -> dict[str, str | int]:
     """What a resumed run must share with the run it continues: the GRPO settings that shape
     training (not save_every/log_every), the process count (it sets the batches and sampling
-    seeds), the --init checkpoint (the policy's start and the KL reference) and the examples."""
+    seeds), the --init checkpoint (the policy's start and the KL reference), the examples and
+    those of the SFT term."""
     import dataclasses
     import hashlib
     import json
@@ -134,9 +137,14 @@ def run_identity(cfg, init: str | Path, examples: list, world: int) -> dict[str,
     init_hash = hashlib.sha256()
     for name in (ADAPTER_FILE, PARTS_FILE):
         init_hash.update((Path(init) / name).read_bytes())
-    ex = json.dumps([(e.scene_id, e.task, e.text) for e in examples]).encode()
-    return {"grpo": format_config(dataclasses.replace(cfg, save_every=0, log_every=1)), "processes": world,
-            "init_sha256": init_hash.hexdigest(), "examples_sha256": hashlib.sha256(ex).hexdigest()}
+    def digest(items: list) -> str:
+        return hashlib.sha256(json.dumps([(e.scene_id, e.task, e.text) for e in items]).encode()).hexdigest()
+
+    identity = {"grpo": format_config(dataclasses.replace(cfg, save_every=0, log_every=1)), "processes": world,
+                "init_sha256": init_hash.hexdigest(), "examples_sha256": digest(examples)}
+    if sft_examples:
+        identity["sft_examples_sha256"] = digest(sft_examples)
+    return identity
 
 
 def load_policy(model: R1Model, checkpoint: str | Path, identity: dict, steps: int) -> dict:
@@ -184,8 +192,12 @@ def reference_evidence(ex) -> np.ndarray:
 
 
 def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: str | Path,
-               progress: bool = True, reward_fn=None, resume: str | Path | None = None) -> dict:
+               progress: bool = True, reward_fn=None, resume: str | Path | None = None,
+               sft_pack: TrainingPack | None = None) -> dict:
     """Run GRPO from an SFT checkpoint; writes out_dir/final, metrics.jsonl, tb/. Returns a summary.
+
+    GRPO's prompts are `pack`'s training examples of `grpo.tasks`; the SFT term's (sft_coef > 0)
+    are `sft_pack`'s (default: `pack`'s) training examples of the SFT stage's tasks.
 
     `reward_fn(prompts, completions, **kw) -> (total, per_reward)` replaces the configured
     CombinedReward (toy tasks in tests). `resume`: a checkpoint-N of a run with the same init,
@@ -211,12 +223,26 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     examples = [e for e in train_examples if e.task in cfg.tasks]
     if not examples:
         raise ValueError(f"no GRPO examples for tasks {cfg.tasks} in {pack.root}")
-    identity = run_identity(cfg, init, examples, acc.num_processes)
-    resume_state = load_policy(model, resume, identity, cfg.steps) if resume is not None else None
-    sft_examples = [e for e in train_examples if recipe.sft.uses_task(e.task)] \
+    if sft_pack is None or Path(sft_pack.root).resolve() == Path(pack.root).resolve():
+        sft_pack = pack
+    sft_examples = [e for e in sft_pack.examples("train") if recipe.sft.uses_task(e.task)] \
         if cfg.sft_coef > 0 else []
-    encodings = encode_scenes(model, pack, [e.scene_id for e in examples + sft_examples],
-                              progress and acc.is_main_process)
+    identity = run_identity(cfg, init, examples, acc.num_processes, sft_examples)
+    resume_state = load_policy(model, resume, identity, cfg.steps) if resume is not None else None
+    show = progress and acc.is_main_process
+    if sft_pack is pack:
+        encodings = encode_scenes(model, pack, [e.scene_id for e in examples + sft_examples], show)
+    else:
+        encodings = encode_scenes(model, pack, [e.scene_id for e in examples], show)
+        shared = sorted(set(encodings) & {e.scene_id for e in sft_examples})
+        if shared:                                    # one scene id, two packs: which cloud is it?
+            raise ValueError(f"--sft-pack {sft_pack.root} and --pack {pack.root} share scenes {shared[:5]}: "
+                             "give packs of distinct rooms (or one pack for both)")
+        encodings |= encode_scenes(model, sft_pack, [e.scene_id for e in sft_examples], show)
+    if acc.is_main_process:
+        print(f"grpo: {len(examples)} prompts of {len({e.scene_id for e in examples})} scenes from {pack.root}"
+              + (f"; SFT term: {len(sft_examples)} examples of {len({e.scene_id for e in sft_examples})} scenes "
+                 f"from {sft_pack.root}" if sft_examples else ""), flush=True)
     anchor = None
     if sft_examples:                                  # the SFT stage's data and targets (PPO-ptx)
         anchor, _ = resolve_examples(sft_examples, encodings, recipe.sft.min_ref_iou)
@@ -300,7 +326,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
                     ref = [completion_logprobs(model, b)[0] for b in batches]
         model.train()
         anchor_items = None if abatch is None else \
-            sft_items(pack, encodings, anchor, abatch[rank::world], cfg.views, cfg.num_views)
+            sft_items(sft_pack, encodings, anchor, abatch[rank::world], cfg.views, cfg.num_views)
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "clip_ratio": [], "sft_loss": []}
         n_tokens = sum(len(s.input_ids) - s.prompt_len for s in samples)
         for _ in range(cfg.num_iterations):

@@ -52,12 +52,22 @@ def _synth(args) -> int:
     if args.val_rooms is not None and (args.val_from is not None or args.val_scenes is not None):
         raise SystemExit("r1 data synth: --val-rooms names the held-out rooms; give it without --val-from "
                          "and --val-scenes")
+    rooms = {}
+    for flag in ("val_rooms", "train_rooms"):
+        try:
+            rooms[flag] = None if getattr(args, flag) is None else parse_room_ranges(getattr(args, flag))
+        except ValueError as e:
+            raise SystemExit(f"r1 data synth --{flag.replace('_', '-')}: {e}") from None
+    train = rooms["train_rooms"]
+    if train is not None and args.scenes is not None and args.scenes != len(train):
+        raise SystemExit(f"r1 data synth: --scenes {args.scenes} but --train-rooms names {len(train)} rooms; "
+                         "give one of the two")
+    scenes = len(train) if train is not None else (100 if args.scenes is None else args.scenes)
     try:
-        rooms = None if args.val_rooms is None else parse_room_ranges(args.val_rooms)
+        st = write_dataset(args.out, scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
+                           val_start=args.val_from, val_rooms=rooms["val_rooms"], train_rooms=train)
     except ValueError as e:
-        raise SystemExit(f"r1 data synth --val-rooms: {e}") from None
-    st = write_dataset(args.out, args.scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
-                       val_start=args.val_from, val_rooms=rooms)
+        raise SystemExit(f"r1 data synth: {e}") from None
     print(f"wrote {sum(len(v) for v in st.scenes.values())} scenes to {args.out} in {st.seconds:.1f} s")
     for k, v in sorted(st.records.items()):
         print(f"  {k:24s} {v}")
@@ -136,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = dsub.add_parser("synth", help="write a synthetic ScanNet-format dataset with all annotation files")
     s.add_argument("--out", required=True)
-    s.add_argument("--scenes", type=int, default=100, help="training scenes")
+    s.add_argument("--scenes", type=int, default=None, help="training scenes (default 100)")
     s.add_argument("--val-scenes", type=int, default=None, help="held-out rooms (default 20)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--val-from", type=int, default=None,
@@ -144,6 +154,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--scenes 300 --val-from 100 keeps the held-out rooms of --scenes 100")
     s.add_argument("--val-rooms", help="the held-out rooms by index, e.g. 100-119,320-379 (the training rooms are "
                    "the first --scenes others: with --scenes 300 the same as --val-from 100's, with 60 more held out)")
+    s.add_argument("--train-rooms", help="the training rooms by index instead of the first --scenes, e.g. "
+                   "400-499 with --val-scenes 0: rooms no earlier stage saw, for GRPO's prompts (r1 train grpo --sft-pack)")
     s.add_argument("--no-cot", action="store_true", help="skip the template Scene-30K pass")
     s.set_defaults(func=_synth)
 

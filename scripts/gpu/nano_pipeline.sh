@@ -15,6 +15,9 @@
 #   SFT_FROM=CHECKPOINT GRPO_RESUME=<earlier machine's run/grpo/checkpoint-N> scripts/gpu/nano_pipeline.sh WORKDIR
 #       a GRPO run longer than one machine holds: continue at the last checkpoint-N (every
 #       grpo.save_every steps, with its optimiser state) of the run a previous machine started.
+#   GRPO_ROOMS=400-499 SFT_FROM=CHECKPOINT scripts/gpu/nano_pipeline.sh WORKDIR
+#       GRPO's prompts from rooms no earlier stage saw (their own dataset and pack, run/grpo_pack);
+#       the SFT term (grpo.sft_coef) keeps the SFT examples of the main pack's training rooms.
 # Other settings (environment): SCENES / VAL_SCENES / VAL_FROM / VAL_ROOMS (`r1 data synth`), SETS ("key=value
 # ..." recipe overrides for every training stage), STOP_AFTER (a stage name: stop once it is done,
 # e.g. sft or grpo), WAIT_FOR (a file: SFT, GRPO and the evaluations start once it exists, e.g. when the
@@ -55,14 +58,25 @@ stage() {
   if [ ! -f "$W/.done-$name" ]; then echo "=== $name $(date +%T)"; "$@"; touch "$W/.done-$name"; echo "=== $name done $(date +%T)"; fi
   if [ "${STOP_AFTER:-}" = "$name" ]; then echo "=== stopped after $name (STOP_AFTER)"; exit 0; fi
 }
+# GRPO_ROOMS: GRPO's prompts from a dataset and pack of their own (the detector is the same)
+GRPO_PACK="$W/run/pack"
+grpo_pack() {
+  [ -n "${GRPO_ROOMS:-}" ] || return 0
+  GRPO_PACK="$W/run/grpo_pack"
+  stage grpo_synth $R data synth --out "$W/grpo_data" --train-rooms "$GRPO_ROOMS" --val-scenes 0 --seed 0
+  stage grpo_pack  $R train pack --recipe $RECIPE $SET_ARGS --data "$W/grpo_data" --detector "$DET" --out "$GRPO_PACK" --workers $WORKERS
+}
 stage synth    $R data synth --out "$W/data" --scenes $SCENES --seed 0 $HELD_OUT
 if [ -n "${SFT_FROM:-}" ]; then
   mkdir -p "$W/run/sft" && ln -sfn "$(cd "$SFT_FROM" && pwd)" "$W/run/sft/final"
-  stage pack   $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$SFT_FROM" --out "$W/run/pack" --workers $WORKERS
+  DET=$SFT_FROM
+  stage pack   $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$DET" --out "$W/run/pack" --workers $WORKERS
+  grpo_pack
 else
   DET=${DETECTOR_FROM:-$W/run/detector}
   [ -n "${DETECTOR_FROM:-}" ] || stage detector $R train detector --recipe $RECIPE $SET_ARGS --data "$W/data" --out "$DET" --workers $WORKERS
   stage pack     $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$DET" --out "$W/run/pack" --workers $WORKERS
+  grpo_pack
   wait_for_file
   stage sft      $R train sft --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --detector "$DET" --out "$W/run/sft"
 fi
@@ -77,7 +91,7 @@ eval_sft() {
 }
 sft_eval=""
 if [ -n "${SFT_FROM:-}" ] && [ -z "${STOP_AFTER:-}" ]; then eval_sft & sft_eval=$!; fi
-stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo" ${GRPO_RESUME:+--resume "$GRPO_RESUME"}
+stage grpo     $R train grpo --recipe $RECIPE $SET_ARGS --pack "$GRPO_PACK" --sft-pack "$W/run/pack" --init "$W/run/sft/final" --out "$W/run/grpo" ${GRPO_RESUME:+--resume "$GRPO_RESUME"}
 # STOP_AFTER names no stage after grpo
 if [ -z "$sft_eval" ]; then eval_sft & sft_eval=$!; fi
 stage eval_grpo $R eval --checkpoint "$W/run/grpo/final" --pack "$W/run/pack" --out "$W/eval/grpo" --no-score --batch-size $EVAL_BATCH $TASK_ARGS &

@@ -64,7 +64,8 @@ def write_annotations(layout: DatasetLayout, split: str, anns: list[SceneAnnotat
 def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int | None = None, seed: int = 0,
                   cfg: SynthConfig | None = None, lang: LanguageConfig | None = None, cot: bool = True,
                   progress: bool = True, val_start: int | None = None,
-                  val_rooms: Sequence[int] | None = None) -> DatasetStats:
+                  val_rooms: Sequence[int] | None = None,
+                  train_rooms: Sequence[int] | None = None) -> DatasetStats:
     """Generate and write the whole dataset; returns counts and timing.
 
     Room i is generated from (seed, i) alone. The held-out rooms are val_start .. val_start +
@@ -73,12 +74,20 @@ def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int | No
     default 100 + 20 dataset and trains on 200 more. val_scenes defaults to 20. `val_rooms` names
     the held-out rooms instead (val_scenes, if given, must be their count):
     `train_scenes=300, val_rooms=[100..119, 320..379]` trains on the very rooms of
-    `train_scenes=300, val_start=100` and holds out 60 more."""
+    `train_scenes=300, val_start=100` and holds out 60 more. `train_rooms` names the training
+    rooms instead of the first train_scenes others (train_scenes, if given, must be their
+    count), e.g. rooms that no earlier training stage saw: `train_rooms=[400..499], val_scenes=0`."""
     from tqdm import tqdm
 
     cfg, lang = cfg or SynthConfig(), lang or LanguageConfig()
     if val_scenes is None:
         val_scenes = len(val_rooms) if val_rooms is not None else 20
+    if train_rooms is not None:
+        chosen = list(train_rooms)
+        if not chosen or len(set(chosen)) != len(chosen) or any(not isinstance(i, int) or i < 0 for i in chosen):
+            raise ValueError(f"train_rooms: expected distinct room indices >= 0, got {chosen[:10]}")
+        if train_scenes != len(chosen):
+            raise ValueError(f"train_scenes: expected {len(chosen)} (the number of train_rooms), got {train_scenes}")
     if train_scenes < 1 or val_scenes < 0:
         raise ValueError(f"need train_scenes >= 1 and val_scenes >= 0, got {train_scenes}, {val_scenes}")
     if val_rooms is not None:
@@ -98,7 +107,12 @@ def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int | No
                              f"{total} rooms), got {val_start}")
         held_out = list(range(val_start, val_start + val_scenes))
     held = set(held_out)
-    train_rooms = [i for i in range(train_scenes + len(held_out)) if i not in held][:train_scenes]
+    if train_rooms is None:
+        train_rooms = [i for i in range(train_scenes + len(held_out)) if i not in held][:train_scenes]
+    elif held & set(train_rooms):
+        raise ValueError(f"train_rooms: rooms {sorted(held & set(train_rooms))[:10]} are also held out")
+    else:
+        train_rooms = sorted(train_rooms)
     layout = DatasetLayout(Path(out))
     t0 = time.perf_counter()
     stats = DatasetStats()
