@@ -46,7 +46,7 @@ def test_the_pipeline_runs_every_stage_once_and_grpo_from_a_given_sft_checkpoint
 
     sft = tmp_path / "a" / "run" / "sft" / "final"
     out = _run(tmp_path / "b", SFT_FROM=str(sft), EVAL_SFT="0", EVAL_TASKS="grounding", GRPO_ROOMS="7",
-               SETS="pack.frames=20 pack.caption_per_scene=2 grpo.save_every=2")
+               SETS="pack.frames=20 pack.caption_per_scene=2 grpo.save_every=2 grpo.sft_coef=0.25")
     assert "=== detector" not in out and "=== sft " not in out and "=== grpo done" in out
     # GRPO_ROOMS: GRPO's prompts from room 7 alone (its own dataset and pack), the SFT term's from rooms 0-1
     assert json.loads((tmp_path / "b" / "run" / "grpo_pack" / "pack.json").read_text())["splits"]["train"] == ["synth0007_00"]
