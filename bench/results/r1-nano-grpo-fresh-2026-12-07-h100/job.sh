@@ -6,7 +6,7 @@
 #   gq (run/grpo_b): the same with QA among GRPO's tasks (the paper's format + semantic rewards)
 # Beside them, each checkpoint's dev predictions (rooms 380-399), the pick by the rule fixed in the
 # README (bench/select_checkpoint.py), then the pick's held-out predictions (80 rooms: dynamic with
-# dense captions, uniform, planning and dialogue), or, when the shipped model is the pick, both
+# dense captions, and uniform), or, when the shipped model is the pick, both
 # finals' held-out QA for the record.
 #   job.sh TREE_COPY      (the tree copied outside the work tree; /tmp/sft, /tmp/dev_pack, /tmp/prev carried in)
 set -euo pipefail
@@ -59,7 +59,6 @@ if [ "$pick" = shipped ]; then   # for the record: both finals' held-out QA
 else
   held "${pick}_dynamic" ${CK[$pick]} --tasks grounding qa >> /tmp/held.log 2>&1 &
   held "${pick}_uniform" ${CK[$pick]} --views uniform --tasks grounding qa --no-dense-caption >> /tmp/held.log 2>&1 &
-  held "${pick}_planning_dialogue" ${CK[$pick]} --tasks planning dialogue --no-dense-caption >> /tmp/held.log 2>&1 &
 fi
 wait
 echo "=== job done $(date +%T)" >> /tmp/held.log
