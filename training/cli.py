@@ -5,6 +5,7 @@
     r1 train sft      --recipe config/train/nano.yaml --pack runs/nano/pack --detector runs/nano/detector --out runs/nano/sft
     r1 train grpo     --recipe config/train/nano.yaml --pack runs/nano/pack --init runs/nano/sft/final --out runs/nano/grpo
     r1 train grpo     … --resume runs/nano/grpo/checkpoint-14   # continue a run (e.g. on the next GPU machine)
+    r1 train grpo     --pack runs/fresh/pack --sft-pack runs/nano/pack …   # prompts from other rooms, the SFT term from SFT's
     r1 train all      --recipe config/train/nano.yaml --data data/synth --out runs/nano   # all of the above
     r1 eval --checkpoint runs/nano/grpo/final --pack runs/nano/pack --out runs/nano/eval/grpo --name "R1-nano"
     r1 eval --predictions runs/nano/eval/grpo/predictions.jsonl --out runs/nano/eval/grpo --name "R1-nano"
@@ -173,7 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.add_argument("--pack", required=True)
     p.add_argument("--init", required=True, help="the SFT checkpoint (also the KL reference)")
-    p.add_argument("--resume", help="continue a run at its checkpoint-N directory (same --init, recipe and pack)")
+    p.add_argument("--resume", help="continue a run at its checkpoint-N directory (same --init, recipe and packs)")
     p.add_argument("--sft-pack", help="the pack of grpo.sft_coef's SFT examples (default --pack), e.g. SFT's own "
                    "rooms while --pack holds rooms SFT never saw")
     p.set_defaults(func=_grpo)
