@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.qa_types import load_models, shared_questions  # noqa: E402
-from r1_core.eval.qa import SCANQA_TYPE_NAMES, answer_match, scanqa_question_type  # noqa: E402
+from bench.qa_types import load_models, shared_questions, type_indices  # noqa: E402
+from r1_core.eval.qa import answer_match  # noqa: E402
 from r1_core.model.answer import format_response  # noqa: E402
 from training.rewards import EvidenceReward  # noqa: E402
 
@@ -51,14 +51,13 @@ def summarise(ev: list[float], em: list[float]) -> dict:
 def table(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict[str, dict]]:
     """type (then "all") -> model -> summarise(...) over the questions every model answered."""
     keys = shared_questions(models)
-    types = [scanqa_question_type(k[1]) for k in keys]
+    groups = {**type_indices(keys), "all": list(range(len(keys)))}
     out: dict[str, dict[str, dict]] = {}
     for name, m in models.items():
         preds = [m[k] for k in keys]
         ev = evidence(preds)
         em = [float(answer_match(p.get("answer") or "", p["references"])[0]) for p in preds]
-        for t in [t for t in SCANQA_TYPE_NAMES if t in types] + ["all"]:
-            idx = [i for i, ti in enumerate(types) if t in ("all", ti)]
+        for t, idx in groups.items():
             out.setdefault(t, {})[name] = summarise([ev[i] for i in idx], [em[i] for i in idx])
     return out
 

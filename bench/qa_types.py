@@ -65,16 +65,20 @@ def shared_questions(models: dict[str, dict[tuple[str, str], dict]]) -> list[tup
     return keys
 
 
+def type_indices(keys: list[tuple[str, str]]) -> dict[str, list[int]]:
+    """type -> the indices into `keys` of its questions, in SCANQA_TYPE_NAMES order (types with
+    questions only)."""
+    types = [scanqa_question_type(k[1]) for k in keys]
+    return {t: [i for i, x in enumerate(types) if x == t] for t in SCANQA_TYPE_NAMES if t in types}
+
+
 def by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
     """type -> {"n", then per model {"EM", "top_answer", "top_share"}} over the questions every
     model answered (the models must share their questions)."""
     keys = shared_questions(models)
-    groups: dict[str, list] = {}
-    for k in keys:
-        groups.setdefault(scanqa_question_type(k[1]), []).append(k)
     out = {}
-    for t in [t for t in SCANQA_TYPE_NAMES if t in groups]:
-        ks = groups[t]
+    for t, idx in type_indices(keys).items():
+        ks = [keys[i] for i in idx]
         row: dict = {"n": len(ks)}
         for name, m in models.items():
             answers = [m[k].get("answer") or "" for k in ks]
@@ -100,10 +104,8 @@ def cider_by_type(models: dict[str, dict[tuple[str, str], dict]]) -> dict[str, d
     for name, m in models.items():
         scored = scorer.score({i: m[k].get("answer") or "" for i, k in enumerate(keys)}, references, per_sample=True)
         per_question[name] = 100.0 * np.array([scored.per_sample["CIDEr"][i] for i in range(len(keys))])
-    types = [scanqa_question_type(k[1]) for k in keys]
     out = {}
-    for t in [t for t in SCANQA_TYPE_NAMES if t in types]:
-        idx = [i for i, x in enumerate(types) if x == t]
+    for t, idx in type_indices(keys).items():
         out[t] = {name: {"share": float(s[idx].sum() / len(keys)), "mean": float(s[idx].mean())}
                   for name, s in per_question.items()}
     return out
