@@ -59,10 +59,8 @@ def _synth(args) -> int:
         except ValueError as e:
             raise SystemExit(f"r1 data synth --{flag.replace('_', '-')}: {e}") from None
     train = rooms["train_rooms"]
-    if train is not None and args.scenes is not None and args.scenes != len(train):
-        raise SystemExit(f"r1 data synth: --scenes {args.scenes} but --train-rooms names {len(train)} rooms; "
-                         "give one of the two")
-    scenes = len(train) if train is not None else (100 if args.scenes is None else args.scenes)
+    # with --train-rooms, --scenes defaults to their count; write_dataset checks that the two agree
+    scenes = args.scenes if args.scenes is not None else (len(train) if train is not None else 100)
     try:
         st = write_dataset(args.out, scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
                            val_start=args.val_from, val_rooms=rooms["val_rooms"], train_rooms=train)
