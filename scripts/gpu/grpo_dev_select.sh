@@ -4,8 +4,8 @@
 # (rooms in neither split), picks one with bench/select_checkpoint.py, and makes the pick's
 # held-out predictions unless it is `final` (nano_pipeline.sh makes those).
 #   WAIT_FOR=/tmp/site/.ready scripts/gpu/grpo_dev_select.sh PIPELINE_WORKDIR DEV_PACK
-# Settings (environment): STEPS (the checkpoint-N to evaluate, default "7 14 21": grpo.save_every 7
-# of 28 steps; empty: final alone), EVAL_BATCH, WAIT_FOR (as nano_pipeline.sh's: the weights are installed),
+# Settings (environment): STEPS (the checkpoint-N to evaluate, default "7": grpo.save_every 7 of the
+# recipe's 14 steps; "7 14 21" for a 28-step run; empty: final alone), EVAL_BATCH, WAIT_FOR (as nano_pipeline.sh's: the weights are installed),
 # EXTRA_CANDIDATES ("NAME=PREDICTIONS ...": dev predictions made before on the same dev pack, e.g. the
 # shipped model's; listed first, and a pick among them gets no held-out predictions), EVAL_FINAL=1
 # (make final's held-out predictions here when it is the pick: nano_pipeline.sh ran with STOP_AFTER=grpo).
@@ -14,7 +14,7 @@
 set -euo pipefail
 W=$1; DEV=$2
 R="${PYTHON:-python3} -m r1_ros.cli"
-STEPS=${STEPS-7 14 21}
+STEPS=${STEPS-7}
 EVAL_BATCH=${EVAL_BATCH:-256}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 [ -f "$DEV/pack.json" ] || { echo "$DEV: not a pack (no pack.json)" >&2; exit 2; }
