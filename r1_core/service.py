@@ -118,7 +118,9 @@ _STEP_RE = re.compile(r"(?:^|\s)(\d+)[.)]\s+(.+?)(?=(?:\s\d+[.)]\s)|$)", re.S)
 
 
 def planning_steps(answer: str) -> list[str]:
-    """'1. go to the bed 2. pick up the pillow' -> ['go to the bed', 'pick up the pillow']."""
+    """'1. go to the bed [0] 2. pick up the pillow' -> ['go to the bed [0]', 'pick up the pillow'].
+
+    The answer comes from `ParsedResponse.answer_indexed`: `[k]` in a step is the answer's k-th box."""
     steps = [m.group(2).strip().rstrip(";,") for m in _STEP_RE.finditer(answer.strip())]
     return [s for s in steps if s]
 
@@ -308,4 +310,4 @@ class ReasoningService:
         if len(labels) != len(parsed.boxes):
             labels = [""] * len(parsed.boxes)
         return SceneAnswer(answer=parsed.answer, reasoning=parsed.reasoning, boxes=parsed.boxes, labels=labels,
-                           steps=planning_steps(parsed.answer_plain), raw=raw, view_ids=view_ids, timings=timings)
+                           steps=planning_steps(parsed.answer_indexed), raw=raw, view_ids=view_ids, timings=timings)

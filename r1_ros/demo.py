@@ -70,9 +70,9 @@ def _print_answer(kind: str, request: str, rec: dict) -> None:
     if rec["reasoning"]:
         print(f"  reasoning: {rec['reasoning']}")
     print(f"  answer:    {rec['answer']}")
-    for b in rec["boxes"]:
+    for k, b in enumerate(rec["boxes"]):        # [k] in a plan step is box k
         c, s = b["center"], b["size"]
-        print(f"  box [{b['frame_id']}] {b['label'] or '?':<12} centre ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
+        print(f"  box {k} [{b['frame_id']}] {b['label'] or '?':<12} centre ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
               f"size {s[0]:.2f} x {s[1]:.2f} x {s[2]:.2f} m, yaw {b['yaw']:.2f}")
     for i, step in enumerate(rec.get("steps") or [], 1):
         print(f"  step {i}: {step}")

@@ -84,6 +84,19 @@ def test_resolve_refs_and_extract():
     assert "<box>1.00, 2.00, 0.50, 0.40, 0.40, 0.90</box>" in resolved
     assert np.allclose(parse_response(resolved).boxes, props[1:2], atol=1e-6)
     assert parse_response(resolved).answer_plain == "It is ."
+    assert parse_response(resolved).answer_indexed == "It is [0]."
     with pytest.raises(AnswerFormatError, match="points past the 2 proposals"):
         resolve_refs("<ref>2</ref>", props)
     assert extract_boxes("no boxes").shape == (0, 7)
+
+
+def test_plan_steps_keep_which_box_each_step_acts_on():
+    from r1_core.service import planning_steps
+
+    props = np.array([[0, 0, 0, 1, 1, 1, 0], [1, 2, 0.5, 0.4, 0.4, 0.9, 0]], np.float32)
+    text = ("<think>the pillow and the chair</think><answer>1. pick up the pillow at <ref>0</ref>. "
+            "2. put it on the chair <ref>1</ref> 3. done</answer>")
+    parsed = parse_response(resolve_refs(text, props))
+    assert planning_steps(parsed.answer_indexed) == ["pick up the pillow at [0].", "put it on the chair [1]", "done"]
+    assert np.allclose(parsed.boxes, props, atol=1e-6)       # [k] is parsed.boxes[k]
+    assert planning_steps(parsed.answer_plain)[0] == "pick up the pillow at ."

@@ -57,6 +57,13 @@ class ParsedResponse:
         """The answer with box literals removed and whitespace tidied (for text metrics)."""
         return " ".join(_BOX_RE.sub(" ", self.answer).split())
 
+    @property
+    def answer_indexed(self) -> str:
+        """The answer with its k-th box literal written `[k]`, k indexing `boxes`: a plan step
+        keeps which box it acts on ("put it on [1]") instead of losing the object."""
+        count = iter(range(len(self.boxes)))
+        return " ".join(_BOX_RE.sub(lambda _: f"[{next(count)}]", self.answer).split())
+
 
 def _fmt(x: float) -> str:
     s = f"{x:.{BOX_DECIMALS}f}"
