@@ -58,12 +58,9 @@ def _synth(args) -> int:
             rooms[flag] = None if getattr(args, flag) is None else parse_room_ranges(getattr(args, flag))
         except ValueError as e:
             raise SystemExit(f"r1 data synth --{flag.replace('_', '-')}: {e}") from None
-    train = rooms["train_rooms"]
-    # with --train-rooms, --scenes defaults to their count; write_dataset checks that the two agree
-    scenes = args.scenes if args.scenes is not None else (len(train) if train is not None else 100)
-    try:
-        st = write_dataset(args.out, scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
-                           val_start=args.val_from, val_rooms=rooms["val_rooms"], train_rooms=train)
+    try:   # --scenes defaults to the count of --train-rooms, else 100 (write_dataset's train_scenes)
+        st = write_dataset(args.out, args.scenes, args.val_scenes, args.seed, cfg, lang, cot=not args.no_cot,
+                           val_start=args.val_from, val_rooms=rooms["val_rooms"], train_rooms=rooms["train_rooms"])
     except ValueError as e:
         raise SystemExit(f"r1 data synth: {e}") from None
     print(f"wrote {sum(len(v) for v in st.scenes.values())} scenes to {args.out} in {st.seconds:.1f} s")
@@ -144,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = dsub.add_parser("synth", help="write a synthetic ScanNet-format dataset with all annotation files")
     s.add_argument("--out", required=True)
-    s.add_argument("--scenes", type=int, default=None, help="training scenes (default 100)")
+    s.add_argument("--scenes", type=int, default=None, help="training scenes (default: the count of --train-rooms, else 100)")
     s.add_argument("--val-scenes", type=int, default=None, help="held-out rooms (default 20)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--val-from", type=int, default=None,

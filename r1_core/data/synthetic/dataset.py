@@ -61,7 +61,7 @@ def write_annotations(layout: DatasetLayout, split: str, anns: list[SceneAnnotat
             "3dllm_dialogue": len(cat.dialogue), "3dllm_planning": len(cat.planning)}
 
 
-def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int | None = None, seed: int = 0,
+def write_dataset(out: str | Path, train_scenes: int | None = None, val_scenes: int | None = None, seed: int = 0,
                   cfg: SynthConfig | None = None, lang: LanguageConfig | None = None, cot: bool = True,
                   progress: bool = True, val_start: int | None = None,
                   val_rooms: Sequence[int] | None = None,
@@ -71,7 +71,7 @@ def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int | No
     Room i is generated from (seed, i) alone. The held-out rooms are val_start .. val_start +
     val_scenes - 1 (default: right after the training rooms), the training rooms the first
     train_scenes others. So `train_scenes=300, val_start=100` holds out exactly the rooms of the
-    default 100 + 20 dataset and trains on 200 more. val_scenes defaults to 20. `val_rooms` names
+    default 100 + 20 dataset and trains on 200 more. train_scenes defaults to 100, val_scenes to 20. `val_rooms` names
     the held-out rooms instead (val_scenes, if given, must be their count):
     `train_scenes=300, val_rooms=[100..119, 320..379]` trains on the very rooms of
     `train_scenes=300, val_start=100` and holds out 60 more. `train_rooms` names the training
@@ -82,6 +82,8 @@ def write_dataset(out: str | Path, train_scenes: int = 100, val_scenes: int | No
     cfg, lang = cfg or SynthConfig(), lang or LanguageConfig()
     if val_scenes is None:
         val_scenes = len(val_rooms) if val_rooms is not None else 20
+    if train_scenes is None:
+        train_scenes = len(train_rooms) if train_rooms is not None else 100
     if train_rooms is not None:
         chosen = list(train_rooms)
         if not chosen or len(set(chosen)) != len(chosen) or any(not isinstance(i, int) or i < 0 for i in chosen):
