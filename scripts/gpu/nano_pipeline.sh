@@ -58,25 +58,23 @@ stage() {
   if [ ! -f "$W/.done-$name" ]; then echo "=== $name $(date +%T)"; "$@"; touch "$W/.done-$name"; echo "=== $name done $(date +%T)"; fi
   if [ "${STOP_AFTER:-}" = "$name" ]; then echo "=== stopped after $name (STOP_AFTER)"; exit 0; fi
 }
-# GRPO_ROOMS: GRPO's prompts from a dataset and pack of their own (the detector is the same)
-GRPO_PACK="$W/run/pack"
-grpo_pack() {
-  [ -n "${GRPO_ROOMS:-}" ] || return 0
-  GRPO_PACK="$W/run/grpo_pack"
-  stage grpo_synth $R data synth --out "$W/grpo_data" --train-rooms "$GRPO_ROOMS" --val-scenes 0 --seed 0
-  stage grpo_pack  $R train pack --recipe $RECIPE $SET_ARGS --data "$W/grpo_data" --detector "$DET" --out "$GRPO_PACK" --workers $WORKERS
-}
 stage synth    $R data synth --out "$W/data" --scenes $SCENES --seed 0 $HELD_OUT
 if [ -n "${SFT_FROM:-}" ]; then
   mkdir -p "$W/run/sft" && ln -sfn "$(cd "$SFT_FROM" && pwd)" "$W/run/sft/final"
   DET=$SFT_FROM
-  stage pack   $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$DET" --out "$W/run/pack" --workers $WORKERS
-  grpo_pack
 else
   DET=${DETECTOR_FROM:-$W/run/detector}
   [ -n "${DETECTOR_FROM:-}" ] || stage detector $R train detector --recipe $RECIPE $SET_ARGS --data "$W/data" --out "$DET" --workers $WORKERS
-  stage pack     $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$DET" --out "$W/run/pack" --workers $WORKERS
-  grpo_pack
+fi
+stage pack     $R train pack --recipe $RECIPE $SET_ARGS --data "$W/data" --detector "$DET" --out "$W/run/pack" --workers $WORKERS
+# GRPO_ROOMS: GRPO's prompts from a dataset and pack of their own (the detector is the same)
+GRPO_PACK="$W/run/pack"
+if [ -n "${GRPO_ROOMS:-}" ]; then
+  GRPO_PACK="$W/run/grpo_pack"
+  stage grpo_synth $R data synth --out "$W/grpo_data" --train-rooms "$GRPO_ROOMS" --val-scenes 0 --seed 0
+  stage grpo_pack  $R train pack --recipe $RECIPE $SET_ARGS --data "$W/grpo_data" --detector "$DET" --out "$GRPO_PACK" --workers $WORKERS
+fi
+if [ -z "${SFT_FROM:-}" ]; then
   wait_for_file
   stage sft      $R train sft --recipe $RECIPE $SET_ARGS --pack "$W/run/pack" --detector "$DET" --out "$W/run/sft"
 fi
