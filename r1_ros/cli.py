@@ -35,9 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that describe bad input completely (file, record, field, expected, got): printed as
+    one line, not a traceback."""
+    from r1_core.config import ConfigError
+    from r1_core.data.errors import DataFormatError
+    from r1_core.model.backbones import BackboneError
+    from r1_core.model.checkpoint import CheckpointError
+
+    return DataFormatError, ConfigError, CheckpointError, BackboneError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rc = args.func(args)
+    try:
+        rc = args.func(args)
+    except _user_errors() as e:
+        print(f"r1 {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

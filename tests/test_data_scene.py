@@ -145,3 +145,31 @@ def test_prepare_raw_scan_errors(tmp_path):
     (d / "scene0042_00.txt").write_text("axisAlignment = 1 2 3\n")
     with pytest.raises(DataFormatError, match="16 numbers"):
         read_axis_alignment(d / "scene0042_00.txt")
+
+
+def test_prepare_raw_scan_names_bad_json_missing_aggregation_and_object_id(tmp_path):
+    d, *_ = make_scan(tmp_path)
+    agg = json.loads((d / "scene0042_00.aggregation.json").read_text())
+    del agg["segGroups"][1]["objectId"], agg["segGroups"][1]["id"]
+    (d / "scene0042_00.aggregation.json").write_text(json.dumps(agg))
+    with pytest.raises(DataFormatError) as e:
+        prepare_scannet(tmp_path / "scans", tmp_path / "out", progress=False)
+    assert e.value.record == 1 and e.value.field == "objectId" and "got None" in str(e.value)
+    (d / "scene0042_00.aggregation.json").rename(d / "elsewhere.json")
+    with pytest.raises(DataFormatError, match=r"scene0042_00\.aggregation\.json or scene0042_00_vh_clean\.aggregation\.json"):
+        prepare_scannet(tmp_path / "scans", tmp_path / "out", progress=False)
+    (d / "scene0042_00_vh_clean_2.0.010000.segs.json").write_text('{"segIndices": [1, 2,')
+    with pytest.raises(DataFormatError, match=r"segs\.json: not valid JSON \(line 1"):
+        prepare_scannet(tmp_path / "scans", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "scene0042_00_aligned_vert.npy").exists()
+
+
+def test_cli_prints_bad_input_as_one_line(tmp_path, capsys):
+    from r1_ros.cli import main
+
+    d, *_ = make_scan(tmp_path)
+    (d / "scene0042_00_vh_clean_2.0.010000.segs.json").write_text("[]")
+    assert main(["data", "prepare-scannet", "--scans", str(tmp_path / "scans"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("r1 data: DataFormatError: ") and "segs.json: expected a JSON dict" in err[-1]
+    assert not any("Traceback" in line for line in err)

@@ -180,6 +180,7 @@ def test_grpo_raises_the_mean_reward_of_a_toy_task(sft_run):
     h = summary["reward_history"]
     assert np.mean(h[-3:]) > np.mean(h[:3]) + 0.05, h
     metrics = [m for m in read_metrics(root / "grpo") if m.get("stage") == "grpo"]
+    assert summary["groups_with_spread"] == sum(m["groups_with_spread"] for m in metrics) > 0   # logged every step
     assert all("kl" in m and "clip_ratio" in m and np.isfinite(m["loss"]) for m in metrics)
     assert (root / "grpo" / "final" / "adapter.safetensors").is_file()
 
@@ -348,7 +349,7 @@ def _sft_loss(checkpoint, pack, recipe) -> float:
         return float(model(items))
 
 
-def test_grpo_sft_term_trains_the_sft_targets_and_is_off_at_zero(sft_run, tmp_path):
+def test_grpo_sft_term_trains_the_sft_targets_and_is_off_at_zero(sft_run, tmp_path, capsys):
     """grpo.sft_coef (PPO-ptx): with a reward that gives every completion the same value the
     advantages are 0, so with beta = 0 GRPO alone leaves the adapter exactly as SFT left it;
     with the SFT term the adapter moves, and lowers the SFT loss on the SFT examples."""
@@ -370,7 +371,9 @@ def test_grpo_sft_term_trains_the_sft_targets_and_is_off_at_zero(sft_run, tmp_pa
     sft = load_file(init / "adapter.safetensors")
     for coef in (0.0, 1.0):
         g.sft_coef = coef
-        train_grpo(recipe, pack, tmp_path / f"c{coef}", init=init, progress=False, reward_fn=flat)
+        assert train_grpo(recipe, pack, tmp_path / f"c{coef}", init=init, progress=False,
+                          reward_fn=flat)["groups_with_spread"] == 0
+        assert "no group of G=2 completions had any reward spread in 4 steps" in capsys.readouterr().err
     still = load_file(tmp_path / "c0.0" / "final" / "adapter.safetensors")
     assert all(torch.equal(still[k], sft[k]) for k in sft)
     moved = load_file(tmp_path / "c1.0" / "final" / "adapter.safetensors")
@@ -556,6 +559,22 @@ def test_evaluation_predicts_and_scores(sft_run):
     if "scanrefer" in results:
         assert 0.0 <= results["scanrefer"]["Acc@0.25"] <= 1.0
     json.dumps(results)
+
+
+def test_eval_cli_records_the_runs_settings_and_what_it_scored(sft_run, tmp_path, capsys):
+    from r1_ros.cli import main
+
+    root, _, _ = sft_run
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(root / "sft" / "final"), "--pack", str(root / "pack"), "--out", str(out),
+                 "--limit", "3", "--tasks", "grounding", "--max-new-tokens", "8", "--no-dense-caption"]) == 0
+    assert "r1 eval\n  checkpoint: " in capsys.readouterr().out             # the settings, before predicting
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert meta["limit"] == 3 and meta["tasks"] == ["grounding"] and meta["max_new_tokens"] == 8
+    assert meta["examples"] == {"grounding": {"n": 3, "well_formed": sum(p["well_formed"] for p in preds) / 3}}
+    md = (out / "results.md").read_text()
+    assert "- limit: 3\n" in md and '- examples: {"grounding": {"n": 3' in md
 
 
 def test_scores_break_qa_down_by_question_type_when_predictions_carry_questions():

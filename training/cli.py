@@ -105,7 +105,8 @@ def _all(args) -> int:
 
 def _eval(args) -> int:
     from r1_core.eval.report import save_report
-    from training.evaluate import parse_task_budgets, predict, read_predictions, score, write_predictions
+    from training.evaluate import (TASK_MAX_NEW_TOKENS, parse_task_budgets, predict, prediction_counts,
+                                   read_predictions, score, write_predictions)
 
     out = Path(args.out)
     if args.predictions:
@@ -120,6 +121,12 @@ def _eval(args) -> int:
         from r1_core.model.checkpoint import load_checkpoint
         from training.data import TrainingPack
 
+        run = {"checkpoint": args.checkpoint, "pack": args.pack, "split": args.split, "views": args.views,
+               "num_views": args.num_views, "tasks": list(args.tasks) if args.tasks else "all",
+               "limit": args.limit, "every": args.every, "max_new_tokens": args.max_new_tokens,
+               "task_max_new_tokens": TASK_MAX_NEW_TOKENS if budgets is None else budgets,
+               "dense_caption": not args.no_dense_caption, "lm_weights": args.lm_weights, "dtype": args.dtype}
+        print("r1 eval\n" + "".join(f"  {k}: {v}\n" for k, v in run.items()), end="")
         model, _ = load_checkpoint(args.checkpoint, device=_device(args.device),
                                    overrides={"dtype": args.dtype} if args.dtype else None)
         if args.lm_weights == "int8":
@@ -135,9 +142,8 @@ def _eval(args) -> int:
         return 0
     results = score(preds)
     # scored from a file, the run's settings are those of whoever wrote it: name the file, not our defaults
-    meta = ({"predictions": str(args.predictions)} if args.predictions else
-            {"checkpoint": args.checkpoint, "views": args.views, "num_views": args.num_views, "split": args.split,
-             "lm_weights": args.lm_weights})
+    meta = {"predictions": str(args.predictions)} if args.predictions else dict(run)
+    meta["examples"] = prediction_counts(preds)
     pj, pm = save_report(out, {args.name: results}, meta=meta)
     print(pm.read_text())
     return 0

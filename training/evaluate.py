@@ -42,6 +42,17 @@ TASK_BENCHMARK = {"grounding": "scanrefer", "qa": "scanqa", "dialogue": "3dllm_d
 TASK_MAX_NEW_TOKENS = {"planning": 384}
 
 
+def prediction_counts(preds: list[dict]) -> dict[str, dict[str, float]]:
+    """Per task: how many predictions were scored ("n"; scenes for scan2cap) and the share of them
+    whose answer was well-formed (`<think>…</think><answer>…</answer>`)."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for p in preds:
+        by_task[p["task"]].append(p)
+    return {t: {"n": len(ps), **({"well_formed": float(np.mean([p["well_formed"] for p in ps]))}
+                                  if all("well_formed" in p for p in ps) else {})}
+            for t, ps in sorted(by_task.items())}
+
+
 def parse_task_budgets(pairs: list[str]) -> dict[str, int]:
     """`["planning=384", ...]` -> {"planning": 384}; names the bad pair and what was expected."""
     out = {}

@@ -43,6 +43,7 @@ as SFT left them, so policy and reference see identical inputs.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -264,6 +265,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     G = cfg.group_size
     bar = tqdm(total=cfg.steps, initial=start, desc="grpo", disable=not (progress and acc.is_main_process))
     history: list[float] = []
+    groups_with_spread = 0                            # groups whose rewards differ: the only ones with advantages
     seconds: dict[str, list[float]] = {"generate": [], "reward": [], "update": []}
     max_budget = max(cfg.task_max_new_tokens.get(t, cfg.max_new_tokens) for t in cfg.tasks)
     cuda_graph = acc.device.type == "cuda"
@@ -307,6 +309,8 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         rewards = torch.tensor(total, dtype=torch.float32, device=acc.device)
         t2 = time.perf_counter()
         advantages = group_advantages(rewards, G, scale=cfg.loss_type != "dr_grpo")
+        spread = int((rewards.view(-1, G).std(dim=1) > 0).sum())
+        groups_with_spread += spread
         # ---- policy update(s) -----------------------------------------------------------------
         samples = []
         for i, res in enumerate(results):
@@ -369,7 +373,8 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         bar.update(1)
         bar.set_postfix(reward=f"{mean_r:.3f}")
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            vals = {"reward": mean_r, "reward_std": float(rewards.std()), "lr": sched.get_last_lr()[0],
+            vals = {"reward": mean_r, "reward_std": float(rewards.std()), "groups_with_spread": float(spread),
+                    "lr": sched.get_last_lr()[0],
                     "completion_tokens": float(np.mean([len(r.token_ids) for r in results]))}
             for name, v in per_reward.items():
                 arr = np.array([x for x in v if x is not None], dtype=np.float64)
@@ -387,10 +392,15 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             ckpt = save_checkpoint(model, out_dir / f"checkpoint-{step + 1}", extra=pack.view_selection_tensors())
             save_state(ckpt / TRAIN_STATE, step + 1, opt, sched, extra=identity)
     acc.wait_for_everyone()
+    groups_with_spread = int(acc.reduce(torch.tensor(groups_with_spread, device=acc.device), reduction="sum"))
+    if groups_with_spread == 0 and acc.is_main_process and cfg.steps > start:
+        print(f"grpo: warning: no group of G={G} completions had any reward spread in {cfg.steps - start} steps, so "
+              "every advantage was 0 and only the KL and SFT terms moved the policy (completions too short for "
+              "the format reward? see grpo.max_new_tokens, and reward_* in metrics.jsonl)", file=sys.stderr)
     if acc.is_main_process:  # the checkpoint holds the policy ("default") adapter only
         save_checkpoint(model, out_dir / "final", extra=pack.view_selection_tensors())
     log.close()
     bar.close()
     return {"steps": cfg.steps, "first_reward": history[0], "last_reward": float(np.mean(history[-5:])),
-            "reward_history": history}
+            "reward_history": history, "groups_with_spread": groups_with_spread}
 

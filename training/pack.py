@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from r1_core.config import config_to_dict, format_config
 from r1_core.data.classes import STRUCTURE_NYU40_IDS
-from r1_core.data.scene import Scene, load_scannet_scene
+from r1_core.data.errors import DataFormatError
+from r1_core.data.scene import Scene, load_scannet_scene, scene_files
 from r1_core.data.synthetic.render import RenderConfig, make_renderer, walkthrough_poses
 from r1_core.data.synthetic.world import SynthRoom
 from r1_core.data.tasks import DatasetLayout, TaskSample, load_task_samples
@@ -231,6 +232,44 @@ def _pack_scene(job: tuple) -> tuple[str, list[str], np.ndarray]:
     return sid, lines, K_view
 
 
+def _split_inputs(layout: DatasetLayout, split: str) -> tuple[list[str], list[TaskSample], list[TaskSample]]:
+    """One split's scene ids, task samples and caption samples, read and checked up front (a
+    missing file found after hours of packing loses those hours): the annotation files the split
+    needs, each scene's arrays and its frames (a synthetic room or exported RGB-D frames)."""
+    scene_ids = layout.scene_ids(split)
+    if not scene_ids:            # e.g. GRPO's prompt rooms: `r1 data synth --train-rooms … --val-scenes 0`
+        print(f"pack {split}: no scenes")
+        return [], [], []
+    wanted = TRAIN_SOURCES + ("scanrefer",) if split == "train" else VAL_SOURCES
+    found = [s for s in wanted if layout.path(s, split).is_file()]
+    missing = [s for s in wanted if s not in found]
+    if split == "train" and "scene30k" in missing:
+        raise DataFormatError(layout.path("scene30k", split), "missing Scene-30K chain-of-thought file: the "
+                              "training examples come from it; write it with `r1 data cot --dataset "
+                              f"{layout.root} --split train` (see README, training on your data)")
+    if split != "train" and not found:
+        raise DataFormatError(layout.root, f"split {split!r} has none of its annotation files "
+                              f"(expected any of {[str(layout.path(s, split)) for s in VAL_SOURCES]})")
+    print(f"pack {split}: {len(scene_ids)} scenes; annotations {', '.join(found)}"
+          + (f"; not found (left out): {', '.join(missing)}" if missing else ""))
+    for sid in scene_ids:
+        for what, path in scene_files(layout.scannet_dir, sid).items():
+            if not path.is_file():
+                raise DataFormatError(path, f"scene {sid}: missing {what} array (r1 data prepare-scannet writes it)")
+        room, frames = layout.root / "synthetic" / f"{sid}.json", layout.frames_dir(sid)
+        if not room.is_file() and not frames.is_dir():
+            raise DataFormatError(frames, f"scene {sid}: no frames to select views from: neither a synthetic room "
+                                  f"({room}) nor exported ScanNet RGB-D frames (this folder; see r1_core.data.scannet_frames)")
+    if split == "train":
+        samples = load_task_samples(layout, split, sources=["scene30k"], scene_ids=scene_ids)
+        for s in samples:      # Scene-30K records train the task they were made from
+            s.task = s.meta.get("task", s.task)
+        captions = (load_task_samples(layout, split, sources=["scanrefer"], refer_task="object_caption", scene_ids=scene_ids)
+                    if "scanrefer" in found else [])
+        return scene_ids, samples, captions
+    return scene_ids, load_task_samples(layout, split, sources=found, scene_ids=scene_ids), []
+
+
 def build_pack(data: str | Path, out: str | Path, cfg: PackConfig, splits=("train", "val"),
                encoder_cfg: EncoderConfig | None = None, detector: str | Path | None = None,
                workers: int = 1, progress: bool = True) -> dict:
@@ -252,18 +291,11 @@ def build_pack(data: str | Path, out: str | Path, cfg: PackConfig, splits=("trai
     meta = {"source": str(Path(data).resolve()), "config": config_to_dict(cfg), "splits": {},
             "proposals": "detector" if detector is not None else "ground-truth (jittered)",
             "detector": str(detector) if detector else None, "counts": {}}
+    inputs = {split: _split_inputs(layout, split) for split in splits}   # every input checked before packing
     K_view = None
     for split in splits:
-        scene_ids = layout.scene_ids(split)
+        scene_ids, samples, captions = inputs[split]
         meta["splits"][split] = scene_ids
-        if split == "train":
-            samples = load_task_samples(layout, split, sources=[s for s in TRAIN_SOURCES if layout.path(s, split).is_file()])
-            for s in samples:      # Scene-30K records train the task they were made from
-                s.task = s.meta.get("task", s.task)
-            captions = load_task_samples(layout, split, sources=["scanrefer"], refer_task="object_caption")
-        else:
-            samples = load_task_samples(layout, split, sources=[s for s in VAL_SOURCES if layout.path(s, split).is_file()])
-            captions = []
         jobs = [(str(layout.root), str(out), sid, cfg, [s for s in samples if s.scene_id == sid],
                  [s for s in captions if s.scene_id == sid], encoder_state, encoder_cfg, cfg.seed * 100003 + i)
                 for i, sid in enumerate(scene_ids)]

@@ -109,6 +109,8 @@ def _cot(args) -> int:
 
     over = {k: v for k, v in (("backend", args.backend), ("model_path", args.model_path), ("base_url", args.base_url),
                               ("model", args.model), ("max_per_scene", args.max_per_scene)) if v is not None}
+    if args.sources:
+        over["sources"] = [x.strip() for x in args.sources.split(",") if x.strip()]
     cfg = _cfg(args, CotConfig, "cot", over)
     print(format_config(cfg))
     st = CotEngine(cfg, args.dataset).run(args.split, args.out, None)
@@ -174,6 +176,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--base-url", help="openai backend: endpoint root, e.g. http://127.0.0.1:8000/v1")
     c.add_argument("--model", help="openai backend: model name")
     c.add_argument("--max-per-scene", type=int)
+    c.add_argument("--sources", help="annotation sources to write CoT for, comma-separated (default: cot.sources of "
+                   "--config: scanrefer,scanqa,sqa3d,3dllm_dialogue,3dllm_planning); e.g. scanrefer,scanqa "
+                   "when the tree has no SQA3D or 3D-LLM files")
     c.set_defaults(func=_cot)
 
     r = dsub.add_parser("prepare-scannet", help="raw ScanNet scans → the preprocessed arrays")

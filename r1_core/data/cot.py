@@ -39,7 +39,7 @@ import numpy as np
 from r1_core.data.formats import Scene30KRecord, write_scene30k
 from r1_core.data.graph import SceneGraph, parse_expression
 from r1_core.data.scene import Scene, load_scannet_scene
-from r1_core.data.tasks import DatasetLayout, TaskSample, to_task_samples, SceneBoxIndex
+from r1_core.data.tasks import DatasetLayout, TaskSample, load_task_samples
 from r1_core.data.vocab import NOUNS, plural
 from r1_core.model.answer import AnswerFormatError, format_box, format_response, parse_response
 
@@ -441,10 +441,7 @@ class CotEngine:
         self.backend = backend or make_backend(cfg)
 
     def samples(self, split: str) -> list[TaskSample]:
-        lookup = SceneBoxIndex(self.layout.scannet_dir)
-        out: list[TaskSample] = []
-        for src in self.cfg.sources:
-            out += to_task_samples(self.layout.read(src, split), lookup)
+        out = load_task_samples(self.layout, split, sources=self.cfg.sources, scene_ids=self.layout.scene_ids(split))
         rng = np.random.default_rng(self.cfg.seed)
         if self.cfg.max_per_scene > 0:
             by: dict[str, list[TaskSample]] = {}

@@ -15,7 +15,6 @@ and ScanNet's `scannetv2-labels.combined.tsv` (raw_category → nyu40id). Writes
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from r1_core.data.classes import read_label_map
 from r1_core.data.errors import DataFormatError, require_file
+from r1_core.data.formats import load_json
 
 LABEL_MAP_NAME = "scannetv2-labels.combined.tsv"
 
@@ -77,16 +77,17 @@ def prepare_scan(scan_dir: str | Path, out: str | Path, label_map: dict[str, int
     scan_dir = Path(scan_dir)
     sid = scan_dir.name
     verts = read_ply_vertices(scan_dir / f"{sid}_vh_clean_2.ply")
-    segs_path = require_file(scan_dir / f"{sid}_vh_clean_2.0.010000.segs.json", "over-segmentation")
-    segs = json.loads(segs_path.read_text())
+    segs_path = scan_dir / f"{sid}_vh_clean_2.0.010000.segs.json"
+    segs = load_json(segs_path, "over-segmentation", top=dict)
     if "segIndices" not in segs or len(segs["segIndices"]) != len(verts):
         n = len(segs.get("segIndices", []))
         raise DataFormatError(segs_path, f"expected segIndices with one entry per vertex ({len(verts)}), got {n}", field="segIndices")
     seg_idx = np.asarray(segs["segIndices"], np.int64)
-    agg_path = scan_dir / f"{sid}.aggregation.json"
-    if not agg_path.is_file():
-        agg_path = scan_dir / f"{sid}_vh_clean.aggregation.json"
-    agg = json.loads(require_file(agg_path, "aggregation").read_text())
+    candidates = [scan_dir / f"{sid}.aggregation.json", scan_dir / f"{sid}_vh_clean.aggregation.json"]
+    agg_path = next((p for p in candidates if p.is_file()), None)
+    if agg_path is None:
+        raise DataFormatError(scan_dir, f"missing aggregation file: expected {candidates[0].name} or {candidates[1].name} here")
+    agg = load_json(agg_path, "aggregation", top=dict)
     if "segGroups" not in agg:
         raise DataFormatError(agg_path, "missing segGroups", field="segGroups")
     inst = np.zeros(len(verts), np.int32)
@@ -96,7 +97,9 @@ def prepare_scan(scan_dir: str | Path, out: str | Path, label_map: dict[str, int
         for k in ("label", "segments"):
             if k not in g:
                 raise DataFormatError(agg_path, "missing field", record=i, field=k)
-        oid = int(g.get("objectId", g.get("id")))
+        oid = g.get("objectId", g.get("id"))
+        if not isinstance(oid, int) or isinstance(oid, bool):
+            raise DataFormatError(agg_path, f"expected an integer objectId (or id), got {oid!r}", record=i, field="objectId")
         label = g["label"]
         if label not in label_map:
             raise DataFormatError(agg_path, f"raw label {label!r} is not in the label map", record=i, field="label")
@@ -141,4 +144,5 @@ def prepare_scannet(scans: str | Path, out: str | Path, label_map: str | Path | 
         dirs = [d for d in dirs if d.name in scene_ids]
     if not dirs:
         raise DataFormatError(scans, "no scene####_## directories")
-    return [prepare_scan(d, out, lm) for d in tqdm(dirs, desc="prepare scannet", disable=not progress, unit="scan")]
+    with tqdm(dirs, desc="prepare scannet", disable=not progress, unit="scan") as bar:   # closed before an error prints
+        return [prepare_scan(d, out, lm) for d in bar]

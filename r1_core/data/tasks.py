@@ -10,6 +10,7 @@ the ScanNet-preprocessed bbox arrays).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -25,6 +26,7 @@ TASKS = ("grounding", "qa", "dense_caption", "object_caption", "dialogue", "plan
 SOURCES = ("scanrefer", "nr3d", "scanqa", "sqa3d", "3dllm_dialogue", "3dllm_planning", "scene30k")
 
 BoxLookup = Callable[[str, int], np.ndarray]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +66,8 @@ class SceneBoxIndex:
     def __call__(self, scene_id: str, object_id: int) -> np.ndarray:
         boxes = self.scene_boxes(scene_id)
         if int(object_id) not in boxes:
-            raise KeyError(f"scene {scene_id} has no object {object_id} (ids {sorted(boxes)[:40]})")
+            raise DataFormatError(self.dir / f"{scene_id}_aligned_bbox.npy",
+                                  f"no object {object_id} in scene {scene_id} (its ids: {sorted(boxes)[:40]})")
         return boxes[int(object_id)]
 
 
@@ -87,39 +90,52 @@ def _refer(r: F.ReferRecord, lookup: BoxLookup | None, task: str) -> TaskSample:
     raise ValueError(f"unknown task {task!r} for referring records; choose one of ['grounding', 'dense_caption', 'object_caption']")
 
 
-def to_task_samples(records: Iterable, boxes: BoxLookup | None = None, task: str | None = None) -> list[TaskSample]:
+def record_scene_id(record) -> str:
+    """The scene an annotation record belongs to (Nr3D calls it scan_id)."""
+    return record.scan_id if isinstance(record, F.Nr3dRecord) else record.scene_id
+
+
+def to_task_samples(records: Iterable, boxes: BoxLookup | None = None, task: str | None = None,
+                    source: str | Path = "annotation records") -> list[TaskSample]:
     """Convert annotation records (any reader's output) into TaskSamples. `task` only matters for
-    referring records (ScanRefer/Nr3D): "grounding" (default), "dense_caption" or "object_caption"."""
+    referring records (ScanRefer/Nr3D): "grounding" (default), "dense_caption" or "object_caption".
+    A record whose object the scene lacks raises DataFormatError naming `source` and the record."""
     out: list[TaskSample] = []
-    for r in records:
-        if isinstance(r, F.Nr3dRecord):
-            r = F.nr3d_to_refer([r])[0]
-        if isinstance(r, F.ReferRecord):
-            out.append(_refer(r, boxes, task or "grounding"))
-        elif isinstance(r, F.ScanQARecord):
-            ids = list(r.object_ids or [])
-            out.append(TaskSample("qa", r.scene_id, r.question, list(r.answers or []), _boxes(boxes, r.scene_id, ids), ids,
-                                  meta={"source": "scanqa", "question_id": r.question_id, "object_names": r.object_names or []}))
-        elif isinstance(r, F.SQA3DRecord):
-            out.append(TaskSample("qa", r.scene_id, f"{r.situation} {r.question}", list(r.answers),
-                                  meta={"source": "sqa3d", "question_id": r.question_id, "situation": r.situation,
-                                        "position": r.position, "rotation": r.rotation, "question_only": r.question}))
-        elif isinstance(r, F.LLM3DRecord):
-            turns = r.turns()
-            if turns[-1][0] != "user":
-                raise ValueError(f"3D-LLM {r.task} record of {r.scene_id}: the last turn must be the user's, got {turns[-1]}")
-            history = [f"{who}: {text}" for who, text in turns[:-1]]
-            out.append(TaskSample(r.task, r.scene_id, turns[-1][1], list(r.answers), history=history,
-                                  meta={"source": f"3dllm_{r.task}"}))
-        elif isinstance(r, F.Scene30KRecord):
-            parsed = parse_response(r.cot)
-            ids = [int(i) for i in r.meta.get("object_ids", [])]
-            bx = _boxes(boxes, r.scene_id, ids) if ids else parsed.boxes
-            out.append(TaskSample("reasoning", r.scene_id, r.question, [parsed.answer], bx, ids, cot=r.cot,
-                                  meta={"source": "scene30k", **r.meta}))
-        else:
-            raise TypeError(f"cannot convert {type(r).__name__} to TaskSample")
+    for i, r in enumerate(records):
+        try:
+            out.append(_task_sample(r, boxes, task))
+        except DataFormatError as e:
+            raise DataFormatError(source, f"{record_scene_id(r)}: {e}", record=i) from None
     return out
+
+
+def _task_sample(r, boxes: BoxLookup | None, task: str | None) -> TaskSample:
+    if isinstance(r, F.Nr3dRecord):
+        r = F.nr3d_to_refer([r])[0]
+    if isinstance(r, F.ReferRecord):
+        return _refer(r, boxes, task or "grounding")
+    if isinstance(r, F.ScanQARecord):
+        ids = list(r.object_ids or [])
+        return TaskSample("qa", r.scene_id, r.question, list(r.answers or []), _boxes(boxes, r.scene_id, ids), ids,
+                          meta={"source": "scanqa", "question_id": r.question_id, "object_names": r.object_names or []})
+    if isinstance(r, F.SQA3DRecord):
+        return TaskSample("qa", r.scene_id, f"{r.situation} {r.question}", list(r.answers),
+                          meta={"source": "sqa3d", "question_id": r.question_id, "situation": r.situation,
+                                "position": r.position, "rotation": r.rotation, "question_only": r.question})
+    if isinstance(r, F.LLM3DRecord):
+        turns = r.turns()
+        if turns[-1][0] != "user":
+            raise ValueError(f"3D-LLM {r.task} record of {r.scene_id}: the last turn must be the user's, got {turns[-1]}")
+        history = [f"{who}: {text}" for who, text in turns[:-1]]
+        return TaskSample(r.task, r.scene_id, turns[-1][1], list(r.answers), history=history,
+                          meta={"source": f"3dllm_{r.task}"})
+    if isinstance(r, F.Scene30KRecord):
+        parsed = parse_response(r.cot)
+        ids = [int(i) for i in r.meta.get("object_ids", [])]
+        bx = _boxes(boxes, r.scene_id, ids) if ids else parsed.boxes
+        return TaskSample("reasoning", r.scene_id, r.question, [parsed.answer], bx, ids, cot=r.cot,
+                          meta={"source": "scene30k", **r.meta})
+    raise TypeError(f"cannot convert {type(r).__name__} to TaskSample")
 
 
 @dataclass
@@ -192,16 +208,27 @@ class DatasetLayout:
 
 
 def load_task_samples(layout: DatasetLayout | str | Path, split: str, sources: Sequence[str] | None = None,
-                      refer_task: str = "grounding") -> list[TaskSample]:
+                      refer_task: str = "grounding", scene_ids: Iterable[str] | None = None) -> list[TaskSample]:
     """TaskSamples of one split. `sources=None` takes every source whose file exists (at least one
-    must); named sources must exist."""
+    must); named sources must exist. With `scene_ids` (e.g. the split file's: the scenes prepared),
+    records of other scenes are left out, with a warning that counts them: the released
+    annotation files cover all of ScanNet, a user's tree often a part of it."""
     layout = layout if isinstance(layout, DatasetLayout) else DatasetLayout(Path(layout))
     if sources is None:
         sources = [s for s in SOURCES if layout.path(s, split).is_file()]
         if not sources:
             raise DataFormatError(layout.root, f"no annotation files of split {split!r} found (looked for {list(SOURCES)})")
+    keep = None if scene_ids is None else set(scene_ids)
     lookup = SceneBoxIndex(layout.scannet_dir)
     out: list[TaskSample] = []
     for s in sources:
-        out += to_task_samples(layout.read(s, split), lookup, task=refer_task if s in ("scanrefer", "nr3d") else None)
+        records = layout.read(s, split)
+        if keep is not None:
+            kept = [r for r in records if record_scene_id(r) in keep]
+            if len(kept) < len(records):
+                log.warning("%s: %d of %d records are of scenes outside split %r (%s); left out",
+                            layout.path(s, split), len(records) - len(kept), len(records), split, layout.split_file(split))
+            records = kept
+        out += to_task_samples(records, lookup, task=refer_task if s in ("scanrefer", "nr3d") else None,
+                               source=layout.path(s, split))
     return out

@@ -153,9 +153,12 @@ def save_report(
     name: str = "results",
     meta: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Write <out_dir>/<name>.json and <out_dir>/<name>.md; returns both paths."""
+    """Write <out_dir>/<name>.json and <out_dir>/<name>.md; returns both paths. The Markdown lists
+    `meta` (the run's settings) under the tables, so a partial run does not pass for a full one."""
     text_json = results_json(results, meta)
     text_md = f"# {name}\n\n" + markdown_tables(results)
+    if meta:
+        text_md += "\n**Run**\n\n" + "".join(f"- {k}: {json.dumps(v)}\n" for k, v in meta.items())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pj, pm = out / f"{name}.json", out / f"{name}.md"
