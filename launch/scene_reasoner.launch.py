@@ -11,7 +11,8 @@ from, with the same parameters file (config/nodes.yaml unless params_file is giv
 overrides. Each node runs as `r1 node <name>` (the package's console script). Unless the
 environment says otherwise, DDS discovery stays on this machine
 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and the shared-memory Fast DDS profile is used; set
-ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET before launching to reach other machines.
+ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET before launching to reach other machines (the profile,
+shared memory only, is then left out).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable

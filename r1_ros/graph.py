@@ -158,13 +158,23 @@ FASTDDS_PROFILE_VAR = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 def local_dds_environment() -> dict[str, str]:
     """Environment the launched nodes get: DDS discovery on loopback unless the user chose
-    otherwise (ROS 2 Kilted ignores ROS_LOCALHOST_ONLY), and the shared-memory Fast DDS
-    profile r1_ros/fastdds_local.xml unless the user set a profile file.
+    otherwise (ROS 2 Kilted ignores ROS_LOCALHOST_ONLY), and, with discovery on loopback, the
+    shared-memory Fast DDS profile r1_ros/fastdds_local.xml unless the user set a profile file.
+
+    The profile replaces Fast DDS's built-in transports by shared memory alone, so it is for one
+    machine only: with ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET (a planner or RViz on another
+    machine, a camera in a container without the host's /dev/shm) it is not applied and Fast
+    DDS keeps its UDP and shared-memory transports.
 
     Measured here with the default transports: a small CameraInfo sent next to 1 MB images is
     now and then delayed by seconds (a lost UDP datagram, resent after the reliable heartbeat);
-    with the profile, max 5 ms. Processes that talk to the r1 nodes (a camera driver, RViz, a
-    planner) should run with the same FASTDDS_DEFAULT_PROFILES_FILE. Fast DDS reads the file
-    once per process, when the first participant is created."""
-    return {DISCOVERY_VAR: os.environ.get(DISCOVERY_VAR, "LOCALHOST"),
-            FASTDDS_PROFILE_VAR: os.environ.get(FASTDDS_PROFILE_VAR, str(Path(__file__).with_name("fastdds_local.xml")))}
+    with the profile, max 5 ms. Processes on this machine that talk to the r1 nodes (a camera
+    driver, RViz, a planner) should run with the same FASTDDS_DEFAULT_PROFILES_FILE. Fast DDS
+    reads the file once per process, when the first participant is created."""
+    discovery = os.environ.get(DISCOVERY_VAR, "LOCALHOST")
+    env = {DISCOVERY_VAR: discovery}
+    if FASTDDS_PROFILE_VAR in os.environ:
+        env[FASTDDS_PROFILE_VAR] = os.environ[FASTDDS_PROFILE_VAR]
+    elif discovery == "LOCALHOST":
+        env[FASTDDS_PROFILE_VAR] = str(Path(__file__).with_name("fastdds_local.xml"))
+    return env

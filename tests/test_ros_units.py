@@ -630,3 +630,17 @@ def test_doctor_checks_the_node_configs(monkeypatch, tmp_path):
     monkeypatch.setattr(r1_ros.graph, "default_params_file", lambda: str(bad))
     check = _node_configs()
     assert not check.ok and "unknown pose_source 'gps'" in check.detail and "[rgbd_fusion]" in check.detail
+
+
+def test_shared_memory_profile_only_with_discovery_on_loopback(monkeypatch):
+    from r1_ros.graph import DISCOVERY_VAR, FASTDDS_PROFILE_VAR, local_dds_environment
+
+    monkeypatch.delenv(DISCOVERY_VAR, raising=False)
+    monkeypatch.delenv(FASTDDS_PROFILE_VAR, raising=False)
+    env = local_dds_environment()          # the default: this machine only, through shared memory
+    assert env[DISCOVERY_VAR] == "LOCALHOST" and env[FASTDDS_PROFILE_VAR].endswith("r1_ros/fastdds_local.xml")
+    assert "<useBuiltinTransports>false</useBuiltinTransports>" in Path(env[FASTDDS_PROFILE_VAR]).read_text()
+    monkeypatch.setenv(DISCOVERY_VAR, "SUBNET")   # other machines: Fast DDS's own UDP + SHM transports
+    assert local_dds_environment() == {DISCOVERY_VAR: "SUBNET"}
+    monkeypatch.setenv(FASTDDS_PROFILE_VAR, "/etc/dds/robot.xml")       # the user's profile is kept
+    assert local_dds_environment() == {DISCOVERY_VAR: "SUBNET", FASTDDS_PROFILE_VAR: "/etc/dds/robot.xml"}
