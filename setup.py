@@ -22,7 +22,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["r1_core*", "r1_ros*", "training*"]),
-    package_data={"r1_core": ["assets/**/*"]},
+    # the model assets, the CUDA sources built at first use (r1_core.cuda), the Fast DDS profile
+    package_data={"r1_core": ["assets/**/*", "cuda/csrc/*"], "r1_ros": ["fastdds_local.xml"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

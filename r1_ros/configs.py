@@ -28,6 +28,7 @@ from r1_core.views.select import SelectorConfig
 from r1_ros.graph import DEFAULT_CHECKPOINT, DEPTH_SOURCES  # noqa: E402  (light module; launch reads it)
 
 POSE_SOURCES = ("tf", "pose", "odometry")
+CAMERA_QOS = ("reliable", "best_effort")
 CLOUD_REFINE = ("idle", "always", "never")
 
 
@@ -62,6 +63,10 @@ class FusionNodeConfig:
                                "odometry: an Odometry topic (both composed with /tf_static to the image frame)")
     pose_child_frame: str = p("", "pose/odometry: frame whose pose the topic carries ('' = Odometry child_frame_id, "
                                   "or the image frame for PoseStamped)")
+    camera_qos: str = p("reliable", "QoS reliability of the colour, depth and camera_info subscriptions: reliable, "
+                                    "or best_effort for a driver that publishes sensor-data QoS (a reliable "
+                                    "subscription gets nothing from a best-effort publisher; best_effort takes both, "
+                                    "but may lose ~1 MB images under load)")
     sync_tolerance_s: float = p(0.02, "colour/depth/camera_info stamps closer than this are one frame",
                                 (0.0, 1.0), dynamic=True)
     frame_wait_s: float = p(0.2, "how long a frame waits for its camera_info and for a pose at its stamp to "
@@ -98,6 +103,7 @@ class FusionNodeConfig:
         _choice("depth_source", self.depth_source, DEPTH_SOURCES)
         _choice("cloud_refine", self.cloud_refine, CLOUD_REFINE)
         _choice("pose_source", self.pose_source, POSE_SOURCES)
+        _choice("camera_qos", self.camera_qos, CAMERA_QOS)
         if self.depth_source == "estimated" and not (self.depth_model_path or self.depth_model_tiny):
             raise ValueError("depth_source 'estimated' needs depth_model_path (a local Depth Anything dir)")
         for n in ("cloud_rate_hz", "status_rate_hz", "tf_cache_s"):

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         samples = samples[: args.limit]
 
-    from r1_core.data.bags import color_frame_count
+    from r1_core.data.bags import BagConfig, color_frame_count
+    from r1_ros.graph import resolve_topic
     from r1_core.data.scene import load_scannet_scene
     from r1_core.data.tasks import DatasetLayout
     from r1_core.eval.grounding import scanrefer_class, scanrefer_is_unique
@@ -75,9 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from training.evaluate import score, write_predictions
 
     scene = load_scannet_scene(DatasetLayout(data).scannet_dir, scene_id)
-    n_frames = color_frame_count(bag)
+    camera = {"camera_namespace": args.camera_namespace, "color_topic": args.color_topic,
+              "depth_topic": args.depth_topic, "info_topic": args.info_topic}
+    n_frames = color_frame_count(bag, BagConfig(color_topic=resolve_topic(args.camera_namespace, args.color_topic)))
+    if n_frames == 0:
+        raise SystemExit(f"r1 eval-bag: {bag} has no message on {resolve_topic(args.camera_namespace, args.color_topic)}"
+                         f"; name its camera topics with --camera-namespace / --color-topic / --depth-topic / --info-topic")
     classes = [scanrefer_class(o.nyu40_id) for o in scene.annotated_objects()]
-    launch = {"bag": str(bag), "device": args.device}
+    launch = {"bag": str(bag), "device": args.device, **camera}
     if args.checkpoint:
         launch["checkpoint"] = args.checkpoint
     if args.params_file:
@@ -152,6 +158,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="", help="r1 checkpoint (default: the bundled R1-nano)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--params-file", default="", help="node parameters (default: config/nodes.yaml)")
+    from r1_ros.graph import LAUNCH_ARGUMENTS
+
+    for a in LAUNCH_ARGUMENTS:       # the bag's camera topics, as the launch arguments name them
+        if a.name in ("camera_namespace", "color_topic", "depth_topic", "info_topic"):
+            p.add_argument(f"--{a.name.replace('_', '-')}", default=a.default, help=f"{a.description} (default: {a.default})")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--limit", type=int, default=0, help="only the first N requests")
     p.add_argument("--name", default="r1 (bag)")

@@ -108,7 +108,9 @@ def _float(name: str, value: str) -> float:
         raise ValueError(f"launch argument {name}: expected a number, got {value!r}") from None
 
 
-def _topic(ns: str, topic: str) -> str:
+def resolve_topic(ns: str, topic: str) -> str:
+    """A topic relative to a namespace, as ROS resolves it ("/camera", "color/image_raw" ->
+    "/camera/color/image_raw"); absolute topics stay as they are."""
     if topic.startswith("/"):
         return topic
     return "/" + "/".join(p for p in (ns.strip("/"), topic.strip("/")) if p)
@@ -134,10 +136,10 @@ def plan(args: Mapping[str, str] | None = None) -> list[NodeSpec]:
         raise ValueError(f"launch argument depth_source: unknown {a['depth_source']!r}; choose one of "
                          f"{list(DEPTH_SOURCES)}")
     cam = a["camera_namespace"]
-    fusion_remaps = [("color/image_raw", _topic(cam, a["color_topic"])),
-                     ("color/camera_info", _topic(cam, a["info_topic"]))]
+    fusion_remaps = [("color/image_raw", resolve_topic(cam, a["color_topic"])),
+                     ("color/camera_info", resolve_topic(cam, a["info_topic"]))]
     if a["depth_source"] == "topic":
-        fusion_remaps.insert(1, ("depth/image_raw", _topic(cam, a["depth_topic"])))
+        fusion_remaps.insert(1, ("depth/image_raw", resolve_topic(cam, a["depth_topic"])))
     specs = [NodeSpec("rgbd_fusion", "rgbd_fusion", ns, params, {"depth_source": a["depth_source"]}, fusion_remaps)]
     if _bool("use_view_selector", a["use_view_selector"]):
         specs.append(NodeSpec("view_selector", "view_selector", ns, params))
@@ -148,7 +150,7 @@ def plan(args: Mapping[str, str] | None = None) -> list[NodeSpec]:
                   "restamp": _bool("bag_restamp", a["bag_restamp"]),
                   "start_paused": _bool("bag_start_paused", a["bag_start_paused"]),
                   "wait_for_fusion": _bool("bag_wait_for_fusion", a["bag_wait_for_fusion"]),
-                  "frame_topic": _topic(cam, a["color_topic"])}       # the topic rgbd_fusion counts frames on
+                  "frame_topic": resolve_topic(cam, a["color_topic"])}       # the topic rgbd_fusion counts frames on
         specs.append(NodeSpec("bag_replay", "bag_replay", ns, params, replay))
     return specs
 

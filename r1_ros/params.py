@@ -284,8 +284,8 @@ class DataclassParameters:
             try:
                 param = node.declare_parameter(spec.name, spec.default, descriptor(spec))
             except InvalidParameterTypeException as e:
-                raise ConfigError(f"node {node.get_name()}: parameter {spec.name}: {e} "
-                                  f"(write floats with a decimal point, e.g. 1.0)") from None
+                hint = " (write floats with a decimal point, e.g. 1.0)" if spec.tp is float else ""
+                raise ConfigError(f"node {node.get_name()}: parameter {spec.name}: {e}{hint}") from None
             except InvalidParameterValueException as e:
                 raise ConfigError(f"node {node.get_name()}: parameter {spec.name}: {e}; "
                                   f"{descriptor(spec).additional_constraints}") from None

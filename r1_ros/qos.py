@@ -1,7 +1,9 @@
-"""QoS profiles of the r1 topics (ROS2_NOTES.md: BEST_EFFORT / sensor-data QoS silently drops
-~1 MB messages on the default transports here, so images, clouds and keyframes are RELIABLE).
+"""QoS profiles of the r1 topics. Measured here: BEST_EFFORT (sensor-data QoS) silently drops
+~1 MB messages on the default transports, so images, clouds and keyframes are RELIABLE by default;
+rgbd_fusion's `camera_qos: best_effort` subscribes to a sensor-data camera driver instead.
 
-    IMAGES     reliable, keep last 10, volatile         camera images and camera_info
+    sensor(n)  reliable (or best effort), keep last n, volatile   camera images and camera_info
+               (rgbd_fusion: n = max(10, queue_size))
     CLOUD      reliable, keep last 1, transient local   the fused map: late joiners get the latest
     KEYFRAMES  reliable, keep last N, transient local   late joiners get the recent keyframes
     STATUS     reliable, keep last 10, volatile
@@ -18,7 +20,6 @@ def _p(depth: int, durable: bool = False) -> QoSProfile:
                       durability=DurabilityPolicy.TRANSIENT_LOCAL if durable else DurabilityPolicy.VOLATILE)
 
 
-IMAGES = _p(10)
 CLOUD = _p(1, durable=True)
 STATUS = _p(10)
 TF = _p(100)
@@ -26,9 +27,13 @@ TF_STATIC = _p(1, durable=True)
 TF_STATIC_SUB = _p(100, durable=True)     # a subscriber gets every static publisher's latest
 
 
-def sensor(depth: int) -> QoSProfile:
-    """Reliable sensor streams (images, camera_info) with the given history depth."""
-    return _p(depth)
+def sensor(depth: int, best_effort: bool = False) -> QoSProfile:
+    """Sensor streams (images, camera_info) with the given history depth: reliable, or best effort
+    (which also receives from reliable publishers)."""
+    q = _p(depth)
+    if best_effort:
+        q.reliability = ReliabilityPolicy.BEST_EFFORT
+    return q
 
 
 def keyframes(depth: int) -> QoSProfile:

@@ -19,7 +19,8 @@ KeyframeBank decides keyframes. Subscription callbacks only pair colour and dept
 pair's camera_info and pose, decodes, integrates, offers the keyframe and publishes the cloud.
 Every unusable frame is dropped before it reaches the map, counted by reason in the status,
 and logged once per kind (then throttled): too_large, bad_encoding, bad_image, size_mismatch,
-no_valid_depth (NaN/zero depth), no_camera_info, no_pose, stale_pose, out_of_order,
+no_valid_depth (NaN/zero depth), unregistered_depth (depth in another frame than colour),
+no_camera_info, no_pose, stale_pose, out_of_order,
 unsynced (no depth partner), overload (queue full), and FusionMap's own reasons. Overload is
 right for a live camera (the newest frames matter); an offline replay avoids it with
 backpressure instead (bag_replay wait_for_fusion: it publishes a frame only once this node's
@@ -120,7 +121,7 @@ class RgbdFusionNode(Node):
         services = MutuallyExclusiveCallbackGroup()
         # reader history as deep as the frame queue: a reliable KEEP_LAST reader overwrites
         # unread samples, so a short history loses frames whenever the executor is held up
-        sensor = qos.sensor(max(10, cfg.queue_size))
+        sensor = qos.sensor(max(10, cfg.queue_size), best_effort=cfg.camera_qos == "best_effort")
         self.create_subscription(Image, "color/image_raw", self._on_color, sensor, callback_group=color_g)
         if cfg.depth_source == "topic":
             self.create_subscription(Image, "depth/image_raw", self._on_depth, sensor, callback_group=depth_g)
@@ -289,6 +290,13 @@ class RgbdFusionNode(Node):
                                               f"t={f.stamp * 1e-9:.3f} s ({have})")
             return True
         image_frame = f.color.header.frame_id or info.header.frame_id
+        depth_frame = f.depth.header.frame_id if f.depth is not None else ""
+        if depth_frame and image_frame and depth_frame != image_frame:
+            # same-size depth from the depth camera's own frame would be fused misaligned
+            self.drops.drop("unregistered_depth", f"depth is in frame {depth_frame!r}, colour in {image_frame!r}: "
+                                                  "fusion needs depth registered to the colour camera (e.g. the "
+                                                  "driver's aligned_depth_to_color topic)")
+            return True
         older_pose = ""                   # why the frame is fused at an older pose, if it is
         try:
             try:

@@ -4,7 +4,7 @@ MultiThreadedExecutor in a thread, stop cleanly on SIGINT/SIGTERM.
     def main(args=None):
         return run_node(RgbdFusionNode, args, threads=4)
 
-Shutdown order (ROS2_NOTES.md): the node's own worker threads stop first (`node.close()`),
+Shutdown order: the node's own worker threads stop first (`node.close()`),
 then the executor is shut down and its thread joined, then the node is destroyed and rclpy
 shut down - joining before rclpy.shutdown() avoids `terminate called without an active
 exception`. rclpy's own signal handlers are off so that this order is ours; a second SIGINT
@@ -20,6 +20,30 @@ from typing import Callable
 from r1_ros.dds import ensure_local_dds
 
 
+def undeclared_overrides(node, args: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Parameters a params file or `-p` gave this node that it never declared, as (given for this
+    node, given to every node through a wildcard section such as `/**`). rclpy keeps such values
+    without a word, so a misspelt name would silently run on the default; a wildcard section
+    legitimately names parameters that only some nodes have. (rclpy has no public accessor for
+    the overrides; `_parameter_overrides` is the dict Node.__init__ fills.)"""
+    from r1_ros.params import flatten
+
+    given = getattr(node, "_parameter_overrides", {})
+    unknown = sorted(n for n in given if not node.has_parameter(n) and not n.startswith("qos_overrides."))
+    argv = sys.argv if args is None else args
+    wildcard: set[str] = set()
+    for i, a in enumerate(argv[:-1]):
+        if a == "--params-file":
+            import yaml
+
+            with open(argv[i + 1]) as f:
+                data = yaml.safe_load(f) or {}
+            for section, body in data.items():
+                if "*" in str(section) and isinstance(body, dict):
+                    wildcard |= set(flatten(body.get("ros__parameters") or {}))
+    return [n for n in unknown if n not in wildcard], [n for n in unknown if n in wildcard]
+
+
 def run_node(factory: Callable[[], object], args: list[str] | None = None, threads: int = 4) -> int:
     """Create the node, spin it until SIGINT/SIGTERM or `node.stop_requested` is set; 0 on a
     clean stop, 2 when the node could not start (the reason is logged). A node may ask for
@@ -29,7 +53,11 @@ def run_node(factory: Callable[[], object], args: list[str] | None = None, threa
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as e:      # rcl's RCLError: e.g. a params file that is missing or not YAML
+        print(f"[r1] cannot start: {e}", file=sys.stderr, flush=True)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -45,6 +73,13 @@ def run_node(factory: Callable[[], object], args: list[str] | None = None, threa
             node = factory()
         except ValueError as e:       # ConfigError and friends: a clear message, no traceback
             print(f"[r1] cannot start: {e}", file=sys.stderr, flush=True)
+            return 2
+        unknown, shared = undeclared_overrides(node, args)
+        if shared:
+            node.get_logger().info(f"wildcard parameters this node does not have, ignored: {shared}")
+        if unknown:
+            print(f"[r1] cannot start: node {node.get_name()}: unknown parameters {unknown} given (a typo?); "
+                  f"its parameters: `ros2 param list`, or config/nodes.yaml", file=sys.stderr, flush=True)
             return 2
         requested = getattr(node, "stop_requested", None)
         executor = MultiThreadedExecutor(num_threads=getattr(node, "executor_threads", threads))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from typing import Callable
 
 import numpy as np
@@ -46,7 +47,15 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 
 
 def check_model_source(cfg: ReasonerNodeConfig) -> None:
-    """ValueError naming the path when no preset is set and the checkpoint directory is missing."""
+    """ValueError naming what is wrong when `device` is CUDA and torch sees no such device, or no
+    preset is set and the checkpoint directory is missing."""
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        index = int(cfg.device[5:]) if cfg.device.startswith("cuda:") else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ValueError(f"device {cfg.device!r}: torch sees {torch.cuda.device_count()} CUDA device(s) "
+                             f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use device:=cpu")
     if cfg.model.preset:
         return
     path = resolve_path(cfg.model.checkpoint)
@@ -107,7 +116,7 @@ class SceneReasonerNode(LifecycleNode):
             self.get_logger().info("waiting for lifecycle transitions (autostart is off)")
             return
         for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
-            if trigger() != SUCCESS:          # the reason is logged by the transition
+            if trigger() != SUCCESS:          # on_configure / on_activate log the reason
                 raise ValueError(f"{name} failed")
 
     def close(self) -> None:
@@ -175,6 +184,10 @@ class SceneReasonerNode(LifecycleNode):
         except ValueError as e:
             self._error = str(e)
             self.get_logger().error(self._error)
+            return FAILURE
+        except Exception as e:      # rclpy's lifecycle swallows it: log it, fail the transition
+            self._error = f"loading the model failed: {type(e).__name__}: {e}"
+            self.get_logger().error(f"{self._error}\n{traceback.format_exc()}")
             return FAILURE
 
         def label(i: int) -> str:

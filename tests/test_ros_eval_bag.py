@@ -43,6 +43,10 @@ def test_eval_bag_asks_every_annotation_over_ros_and_scores_the_answers(tmp_path
     cmd = [sys.executable, "-m", "r1_ros.cli", "eval-bag", "--bag", str(assets.bag), "--data", str(assets.dataset_root),
            "--sources", "scanrefer", "scanqa", "--checkpoint", str(scripted_checkpoint(num_views=2)),
            "--params-file", str(tmp_path / "nodes.yaml"), "--out", str(out), "--name", "scripted", "--timeout", "300"]
+    wrong = subprocess.run(cmd + ["--camera-namespace", "/d435"], env=dict(os.environ), capture_output=True, text=True,
+                           timeout=600)             # a bag recorded under other topics: said before any node starts
+    assert wrong.returncode == 1 and "has no message on /d435/color/image_raw; name its camera topics" in wrong.stderr
+    assert not (out / "nodes.log").exists()
     proc = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=600)
     log = (out / "nodes.log").read_text() if (out / "nodes.log").is_file() else ""
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + log[-3000:]

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OPTICAL = "camera_color_optical_frame"
 T_LINK_OPTICAL = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], np.float64)
 BASE = 1_000_000_000_000            # our own stamps: t = 1000 s + ...
-REASONS = ["bad_encoding", "bad_image", "size_mismatch", "no_valid_depth", "no_camera_info", "stale_pose",
+REASONS = ["bad_encoding", "bad_image", "size_mismatch", "no_valid_depth", "unregistered_depth", "no_camera_info",
+           "stale_pose",
            "no_pose", "out_of_order", "too_large", "unsynced"]
 
 
@@ -42,7 +43,7 @@ def frames(tmp_path_factory):
 
 
 class FusionProcess:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, *params: str):
         from r1_ros.graph import local_dds_environment
 
         self.env = {**os.environ, **local_dds_environment()}
@@ -51,7 +52,7 @@ class FusionProcess:
                "-p", "log_throttle_s:=1000.0", "-p", "frame_wait_s:=1.0", "-p", "max_image_pixels:=400000",
                "-p", "status_rate_hz:=20.0", "-p", "cloud_rate_hz:=5.0", "-p", "queue_size:=100",
                "-r", "color/image_raw:=/cam/color", "-r", "depth/image_raw:=/cam/depth",
-               "-r", "color/camera_info:=/cam/info"]
+               "-r", "color/camera_info:=/cam/info"] + [a for kv in params for a in ("-p", kv)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -76,7 +77,7 @@ class FusionProcess:
 class Client:
     """Publishes camera topics like a driver; reads status; calls the map services."""
 
-    def __init__(self):
+    def __init__(self, best_effort: bool = False):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import CameraInfo, Image
@@ -87,9 +88,10 @@ class Client:
 
         rclpy.init()
         self.node = rclpy.create_node("fusion_test_client")
-        self.color = self.node.create_publisher(Image, "/cam/color", qos.IMAGES)
-        self.depth = self.node.create_publisher(Image, "/cam/depth", qos.IMAGES)
-        self.info = self.node.create_publisher(CameraInfo, "/cam/info", qos.IMAGES)
+        camera = qos.sensor(10, best_effort=best_effort)      # best effort: a sensor-data QoS driver
+        self.color = self.node.create_publisher(Image, "/cam/color", camera)
+        self.depth = self.node.create_publisher(Image, "/cam/depth", camera)
+        self.info = self.node.create_publisher(CameraInfo, "/cam/info", camera)
         self.tf = self.node.create_publisher(TFMessage, "/tf", qos.TF)
         self.tf_static = self.node.create_publisher(TFMessage, "/tf_static", qos.TF_STATIC)
         self.status = None
@@ -188,6 +190,8 @@ def test_bad_inputs_are_dropped_counted_logged_once_and_leave_the_map_intact(fra
     from r1_msgs.srv import MapFile
     from std_srvs.srv import Trigger
 
+    from std_msgs.msg import Header
+
     from r1_ros.conversions import array_to_image
     proc = FusionProcess(tmp_path)
     client = Client()
@@ -232,6 +236,9 @@ def test_bad_inputs_are_dropped_counted_logged_once_and_leave_the_map_intact(fra
             "no_valid_depth": lambda ns: _send(client, f, ns, depth=_raw_image(H, W, "16UC1", bytes(H * W * 2), W * 2, ns)),
             "no_valid_depth/nan": lambda ns: _send(
                 client, f, ns, depth=_raw_image(H, W, "32FC1", np.full((H, W), np.nan, np.float32).tobytes(), W * 4, ns)),
+            # same size, but from the depth camera's own frame (a driver without depth alignment)
+            "unregistered_depth": lambda ns: _send(client, f, ns, depth=array_to_image(
+                f.depth, "16UC1", Header(stamp=_stamp(ns), frame_id="camera_depth_optical_frame"))),
             "no_camera_info": lambda ns: _send(client, f, ns, info=False),
             # the newest transform is 100 s older than the frame (max_pose_age_s is 0.1)
             "stale_pose": lambda ns: _send(client, f, ns + 100_000_000_000, tf=False),
@@ -299,3 +306,28 @@ def _header_at(ns: int):
     from std_msgs.msg import Header
 
     return Header(stamp=_stamp(ns), frame_id=OPTICAL)
+
+
+def test_camera_qos_best_effort_takes_a_sensor_data_driver(frames, tmp_path):
+    """A best-effort publisher reaches no reliable subscription; with camera_qos best_effort the
+    node subscribes best effort and fuses the driver's frames."""
+    from rclpy.qos import ReliabilityPolicy
+
+    proc = FusionProcess(tmp_path, "camera_qos:=best_effort")
+    client = Client(best_effort=True)
+    try:
+        for pub in (client.color, client.depth, client.info):
+            client.wait(lambda: pub.get_subscription_count() > 0, f"the node subscribing {pub.topic_name}", 60)
+            subs = client.node.get_subscriptions_info_by_topic(pub.topic_name)
+            assert [i.qos_profile.reliability for i in subs] == [ReliabilityPolicy.BEST_EFFORT]
+        t, deadline = BASE, time.monotonic() + 60
+        while client.status is None or client.status.frames_fused == 0:
+            assert time.monotonic() < deadline, f"no frame fused in 60 s: {client.status}"
+            client.tf_static.publish(_tf("camera_link", OPTICAL, T_LINK_OPTICAL, BASE))
+            t += 50_000_000
+            _send(client, frames[0], t)
+            time.sleep(0.5)
+        assert client.status.num_voxels > 1000
+    finally:
+        client.close()
+        assert proc.stop() == 0, "\n".join(proc.lines[-30:])

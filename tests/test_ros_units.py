@@ -644,3 +644,12 @@ def test_shared_memory_profile_only_with_discovery_on_loopback(monkeypatch):
     assert local_dds_environment() == {DISCOVERY_VAR: "SUBNET"}
     monkeypatch.setenv(FASTDDS_PROFILE_VAR, "/etc/dds/robot.xml")       # the user's profile is kept
     assert local_dds_environment() == {DISCOVERY_VAR: "SUBNET", FASTDDS_PROFILE_VAR: "/etc/dds/robot.xml"}
+
+
+def test_reasoner_names_a_cuda_device_torch_does_not_have():
+    from r1_ros.configs import ReasonerNodeConfig
+    from r1_ros.scene_reasoner import check_model_source
+
+    with pytest.raises(ValueError, match=r"device 'cuda:99': torch sees \d+ CUDA device\(s\) .*; use device:=cpu"):
+        check_model_source(ReasonerNodeConfig(device="cuda:99"))
+    check_model_source(ReasonerNodeConfig(device="cpu"))          # the bundled checkpoint is there
