@@ -94,7 +94,7 @@ class SelectorConfig:
     max_points_per_target: int = 64              # points projected per target
     min_points_per_target: int = 4               # fewer observed voxels: use the box surface grid
     occlusion_tol_m: float = 0.1                 # depth tolerance of the visibility test
-    min_depth_m: float = 0.1
+    min_depth_m: float = 0.1                     # points nearer the camera than this count as not visible (m)
     region_margin_m: float = 0.75                # request region: grid cells within this of the targets
 
     def __post_init__(self) -> None:
