@@ -608,6 +608,8 @@ def test_launch_arguments_are_checked():
         plan({"camera": "/x"})
     with pytest.raises(ValueError, match="bag_loop: expected true or false, got 'maybe'"):
         plan({"bag": "/b", "bag_loop": "maybe"})
+    with pytest.raises(ValueError, match="bag_wait_for_fusion: expected true or false, got 'ja'"):
+        plan({"bag_wait_for_fusion": "ja"})           # without a bag too
     with pytest.raises(ValueError, match="depth_source: unknown 'lidar'"):
         plan({"depth_source": "lidar"})
     ns = types.SimpleNamespace()                       # no --name options given
