@@ -38,6 +38,9 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("depth_topic", "aligned_depth_to_color/image_raw",
                    "registered depth image topic (relative to camera_namespace)"),
     LaunchArgument("info_topic", "color/camera_info", "camera_info topic (relative to camera_namespace)"),
+    LaunchArgument("pose_topic", "pose", "rgbd_fusion's PoseStamped input when pose_source is pose (relative to namespace)"),
+    LaunchArgument("odom_topic", "odom", "rgbd_fusion's Odometry input when pose_source is odometry "
+                                         "(relative to namespace)"),
     LaunchArgument("depth_source", "topic", "topic: depth image topic; estimated: Depth Anything from colour"),
     LaunchArgument("checkpoint", DEFAULT_CHECKPOINT, "r1 model checkpoint directory"),
     LaunchArgument("preset", "", "backbone preset with untrained encoder instead of the checkpoint "
@@ -143,6 +146,7 @@ def plan(args: Mapping[str, str] | None = None) -> list[NodeSpec]:
                      ("color/camera_info", resolve_topic(cam, a["info_topic"]))]
     if a["depth_source"] == "topic":
         fusion_remaps.insert(1, ("depth/image_raw", resolve_topic(cam, a["depth_topic"])))
+    fusion_remaps += [(name, a[f"{name}_topic"]) for name in ("pose", "odom") if a[f"{name}_topic"] != name]
     specs = [NodeSpec("rgbd_fusion", "rgbd_fusion", ns, params, {"depth_source": a["depth_source"]}, fusion_remaps)]
     if _bool("use_view_selector", a["use_view_selector"]):
         specs.append(NodeSpec("view_selector", "view_selector", ns, params))

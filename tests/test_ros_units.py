@@ -619,6 +619,10 @@ def test_launch_arguments_are_checked():
     specs = {s.name: s for s in plan({"depth_source": "estimated"})}
     assert "depth/image_raw" not in dict(specs["rgbd_fusion"].remappings)
     assert "bag_replay" not in specs
+    remaps = dict(plan({})[0].remappings)               # pose and odom stay as named unless given
+    assert "pose" not in remaps and "odom" not in remaps and remaps["color/image_raw"] == "/camera/color/image_raw"
+    remaps = dict(plan({"pose_topic": "/slam/camera_pose", "odom_topic": "wheel/odom"})[0].remappings)
+    assert remaps["pose"] == "/slam/camera_pose" and remaps["odom"] == "wheel/odom"
 
 
 def test_doctor_checks_the_node_configs(monkeypatch, tmp_path):
