@@ -232,9 +232,12 @@ def merge_mappings(a: Mapping, b: Mapping) -> dict:
     return out
 
 
-def node_parameters(data: Mapping[str, Any], node: str, origin: str = "parameters") -> dict:
+def node_parameters(data: Mapping[str, Any], node: str, origin: str = "parameters",
+                    known: set[str] | None = None) -> dict:
     """The parameters a ROS 2 params mapping gives `node`: `/**` merged with `<node>` (and
-    `/<node>`), the node's own values winning."""
+    `/<node>`), the node's own values winning. With `known` (the node's top-level parameter
+    names), `/**` keys outside it are left out: a wildcard section names parameters of every
+    node, and a node ignores the ones it lacks (as r1_ros.runtime does when the node starts)."""
     out: dict = {}
     for key in ("/**", node, f"/{node}"):
         section = data.get(key)
@@ -242,7 +245,10 @@ def node_parameters(data: Mapping[str, Any], node: str, origin: str = "parameter
             continue
         if not isinstance(section, Mapping) or "ros__parameters" not in section:
             raise ConfigError(f"{origin}: section {key!r} must hold a 'ros__parameters' mapping")
-        out = merge_mappings(out, section["ros__parameters"] or {})
+        values = section["ros__parameters"] or {}
+        if key == "/**" and known is not None:
+            values = {k: v for k, v in values.items() if k in known}
+        out = merge_mappings(out, values)
     return out
 
 
@@ -257,7 +263,8 @@ def load_node_config(cls: type, source: str | Path | Mapping[str, Any] | None, n
         data, origin = source, "mapping"
     else:
         data, origin = read_yaml(source), str(source)
-    params = merge_mappings(shared_defaults(cls), node_parameters(data, node, origin))
+    known = {f.name for f in dataclasses.fields(cls)}
+    params = merge_mappings(shared_defaults(cls), node_parameters(data, node, origin, known))
     try:
         return load_config(cls, params, overrides=overrides)
     except ConfigError as e:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -130,16 +131,17 @@ def _model_assets() -> Check:
     return Check("model assets", True, ", ".join(found))
 
 
-def _node_configs() -> Check:
-    """config/nodes.yaml gives every r1 node a valid config, and the bring-up table resolves."""
+def _node_configs(params_file: str = "") -> Check:
+    """The params file (default config/nodes.yaml) gives every r1 node a valid config (unknown
+    keys, types, ranges, choices), and the bring-up table resolves with it."""
     from r1_ros.configs import NODE_CONFIGS, load_node_config
     from r1_ros.graph import default_params_file, plan
 
-    path = default_params_file()
+    path = params_file or default_params_file()
     try:
         for node, cls in NODE_CONFIGS.items():
             load_node_config(cls, path, node)
-        names = [s.name for s in plan()]
+        names = [s.name for s in plan({"params_file": params_file} if params_file else None)]
     except ValueError as e:
         return Check("r1 nodes", False, f"{e}")
     return Check("r1 nodes", True, f"{path} valid for {', '.join(names)}")
@@ -148,9 +150,12 @@ def _node_configs() -> Check:
 CHECKS: list[Callable[[], Check]] = [_versions, _torch_device, _interfaces, _rclpy, _model_assets, _node_configs]
 
 
-def run_checks() -> list[Check]:
+def run_checks(params_file: str = "") -> list[Check]:
     results = []
     for check in CHECKS:
+        if check is _node_configs and params_file:
+            check = functools.partial(_node_configs, params_file)
+            check.__name__ = "_node_configs"
         try:
             results.append(check())
         except Exception as e:  # a check that crashes is a failed check, reported as such
@@ -159,7 +164,7 @@ def run_checks() -> list[Check]:
 
 
 def doctor(args: argparse.Namespace) -> int:
-    results = run_checks()
+    results = run_checks(args.params_file)
     width = max(len(r.name) for r in results)
     for r in results:
         print(f"[{'ok' if r.ok else 'FAIL':>4}] {r.name:<{width}}  {r.detail}")
@@ -173,4 +178,6 @@ def doctor(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the environment (packages, ROS interfaces, DDS, model assets)")
+    p.add_argument("--params-file", default="", help="check this node params file (a robot's) instead of "
+                   "config/nodes.yaml: every r1 node's section against its config")
     p.set_defaults(func=doctor)

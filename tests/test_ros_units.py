@@ -636,6 +636,18 @@ def test_doctor_checks_the_node_configs(monkeypatch, tmp_path):
     monkeypatch.setattr(r1_ros.graph, "default_params_file", lambda: str(bad))
     check = _node_configs()
     assert not check.ok and "unknown pose_source 'gps'" in check.detail and "[rgbd_fusion]" in check.detail
+    # a robot's own file, named on the command line: a typo is named; a wildcard key only some nodes have is not
+    robot = tmp_path / "robot.yaml"
+    robot.write_text("/**:\n  ros__parameters:\n    map_frame: odom\nrgbd_fusion:\n  ros__parameters:\n"
+                     "    fusion: {voxel_sise: 0.03}\n")
+    check = _node_configs(str(robot))
+    assert not check.ok and "voxel_sise" in check.detail and "[rgbd_fusion]" in check.detail
+    robot.write_text("/**:\n  ros__parameters:\n    map_frame: odom\n    queue_size: 5\n")
+    check = _node_configs(str(robot))
+    assert check.ok and str(robot) in check.detail
+    from r1_ros.configs import FusionNodeConfig, ViewSelectorNodeConfig, load_node_config
+    assert load_node_config(FusionNodeConfig, robot, "rgbd_fusion").queue_size == 5
+    assert load_node_config(ViewSelectorNodeConfig, robot, "view_selector").map_frame == "odom"
 
 
 def test_shared_memory_profile_only_with_discovery_on_loopback(monkeypatch):
