@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rc = args.func(args)
-    except _user_errors() as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):      # a programming error keeps its traceback
+            raise
         print(f"r1 {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     return int(rc or 0)

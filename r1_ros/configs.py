@@ -28,6 +28,8 @@ from r1_core.views.select import SelectorConfig
 from r1_ros.graph import DEFAULT_CHECKPOINT, DEPTH_SOURCES  # noqa: E402  (light module; launch reads it)
 
 POSE_SOURCES = ("tf", "pose", "odometry")
+# parameters rclpy declares on every node itself: a params file may set them for any node
+ROS_BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service", "qos_overrides")
 CAMERA_QOS = ("reliable", "best_effort")
 CLOUD_REFINE = ("idle", "always", "never")
 
@@ -245,11 +247,21 @@ def node_parameters(data: Mapping[str, Any], node: str, origin: str = "parameter
             continue
         if not isinstance(section, Mapping) or "ros__parameters" not in section:
             raise ConfigError(f"{origin}: section {key!r} must hold a 'ros__parameters' mapping")
-        values = section["ros__parameters"] or {}
+        values = {k: v for k, v in (section["ros__parameters"] or {}).items() if k not in ROS_BUILTIN_PARAMETERS}
         if key == "/**" and known is not None:
             values = {k: v for k, v in values.items() if k in known}
         out = merge_mappings(out, values)
     return out
+
+
+def unknown_wildcard_keys(data: Mapping[str, Any]) -> list[str]:
+    """Keys of a params mapping's `/**` section that no r1 node has (nor rclpy itself): typos,
+    since a wildcard key a node lacks is otherwise ignored by that node."""
+    names = {f.name for cls in NODE_CONFIGS.values() for f in dataclasses.fields(cls)} | set(ROS_BUILTIN_PARAMETERS)
+    section = data.get("/**")
+    if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
+        return []
+    return sorted(k for k in section["ros__parameters"] if k not in names)
 
 
 def load_node_config(cls: type, source: str | Path | Mapping[str, Any] | None, node: str,

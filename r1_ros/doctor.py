@@ -134,11 +134,15 @@ def _model_assets() -> Check:
 def _node_configs(params_file: str = "") -> Check:
     """The params file (default config/nodes.yaml) gives every r1 node a valid config (unknown
     keys, types, ranges, choices), and the bring-up table resolves with it."""
-    from r1_ros.configs import NODE_CONFIGS, load_node_config
+    from r1_core.config import read_yaml
+    from r1_ros.configs import NODE_CONFIGS, load_node_config, unknown_wildcard_keys
     from r1_ros.graph import default_params_file, plan
 
     path = params_file or default_params_file()
     try:
+        typos = unknown_wildcard_keys(read_yaml(path))
+        if typos:
+            return Check("r1 nodes", False, f"{path} ['/**']: no r1 node has the parameter(s) {typos}")
         for node, cls in NODE_CONFIGS.items():
             load_node_config(cls, path, node)
         names = [s.name for s in plan({"params_file": params_file} if params_file else None)]

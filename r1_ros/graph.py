@@ -138,6 +138,9 @@ def plan(args: Mapping[str, str] | None = None) -> list[NodeSpec]:
     if a["depth_source"] not in DEPTH_SOURCES:
         raise ValueError(f"launch argument depth_source: unknown {a['depth_source']!r}; choose one of "
                          f"{list(DEPTH_SOURCES)}")
+    for name in ("color_topic", "depth_topic", "info_topic", "pose_topic", "odom_topic"):
+        if not a[name].strip():
+            raise ValueError(f"launch argument {name}: expected a topic name, got {a[name]!r}")
     for name in ("bag_loop", "bag_restamp", "bag_start_paused", "bag_wait_for_fusion"):
         _bool(name, a[name])             # checked without a bag too: a typo is an error, not ignored
     _float("bag_rate", a["bag_rate"])

@@ -291,7 +291,7 @@ class RgbdFusionNode(Node):
             return True
         image_frame = f.color.header.frame_id or info.header.frame_id
         depth_frame = f.depth.header.frame_id if f.depth is not None else ""
-        if depth_frame and image_frame and depth_frame != image_frame:
+        if depth_frame and image_frame and depth_frame.lstrip("/") != image_frame.lstrip("/"):
             # same-size depth from the depth camera's own frame would be fused misaligned
             self.drops.drop("unregistered_depth", f"depth is in frame {depth_frame!r}, colour in {image_frame!r}: "
                                                   "fusion needs depth registered to the colour camera (e.g. the "

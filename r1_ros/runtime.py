@@ -21,11 +21,12 @@ from r1_ros.dds import ensure_local_dds
 
 
 def undeclared_overrides(node, args: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """Parameters a params file or `-p` gave this node that it never declared, as (given for this
-    node, given to every node through a wildcard section such as `/**`). rclpy keeps such values
-    without a word, so a misspelt name would silently run on the default; a wildcard section
-    legitimately names parameters that only some nodes have. (rclpy has no public accessor for
-    the overrides; `_parameter_overrides` is the dict Node.__init__ fills.)"""
+    """Parameters a params file or `-p` gave this node that it never declared, as (refused: given
+    for this node, or in `/**` but a parameter of no r1 node; ignored: in `/**` and a parameter of
+    another r1 node). rclpy keeps such values without a word, so a misspelt name would silently
+    run on the default; a `/**` section legitimately names parameters only some nodes have.
+    (rclpy has no public accessor for the overrides; `_parameter_overrides` is the dict
+    Node.__init__ fills.)"""
     from r1_ros.params import flatten
 
     given = getattr(node, "_parameter_overrides", {})
@@ -38,10 +39,15 @@ def undeclared_overrides(node, args: list[str] | None = None) -> tuple[list[str]
 
             with open(argv[i + 1]) as f:
                 data = yaml.safe_load(f) or {}
-            for section, body in data.items():
-                if "*" in str(section) and isinstance(body, dict):
-                    wildcard |= set(flatten(body.get("ros__parameters") or {}))
-    return [n for n in unknown if n not in wildcard], [n for n in unknown if n in wildcard]
+            body = data.get("/**") if isinstance(data, dict) else None
+            if isinstance(body, dict) and isinstance(body.get("ros__parameters"), dict):
+                wildcard |= set(flatten(body["ros__parameters"]))
+    from r1_ros.configs import NODE_CONFIGS
+    from r1_ros.params import parameter_specs
+
+    anywhere = {s.name for cls in NODE_CONFIGS.values() for s in parameter_specs(cls)}   # some r1 node has it
+    shared = [n for n in unknown if n in wildcard and n in anywhere]
+    return [n for n in unknown if n not in shared], shared
 
 
 def run_node(factory: Callable[[], object], args: list[str] | None = None, threads: int = 4) -> int:

@@ -46,10 +46,10 @@ def test_annotations_of_other_scenes_and_missing_objects_are_named(tmp_path, cap
     assert len(kept) == n and "1 of %d records are of scenes outside split 'val'" % (n + 1) in caplog.text
     bad = next(i for i, r in enumerate(records) if r.get("object_ids"))
     records[bad]["object_ids"] = [999]
-    path.write_text(json.dumps(records))
+    path.write_text(json.dumps([stray] + records))     # the stray record first: indices are the file's
     with pytest.raises(DataFormatError) as e:
         load_task_samples(lay, "val", sources=["scanqa"], scene_ids=lay.scene_ids("val"))
-    assert e.value.record == bad and str(path) in str(e.value) and "no object 999" in str(e.value)
+    assert e.value.record == bad + 1 and str(path) in str(e.value) and "no object 999" in str(e.value)
 
 
 def test_pack_checks_every_input_before_packing(tmp_path, capsys):
@@ -63,6 +63,9 @@ def test_pack_checks_every_input_before_packing(tmp_path, capsys):
     lay = DatasetLayout(out)
     with pytest.raises(DataFormatError, match=r"scene30k_train\.jsonl: missing Scene-30K .* `r1 data cot --dataset"):
         build_pack(out, tmp_path / "pack", PackConfig(frames=4), progress=False)
+    capsys.readouterr()          # train all says so before its detector stage trains
+    assert main(["train", "all", "--recipe", "config/train/tiny.yaml", "--data", str(out), "--out", str(tmp_path / "run")]) == 2
+    assert "r1 train: DataFormatError: " in capsys.readouterr().err and not (tmp_path / "run").exists()
     assert main(["data", "cot", "--dataset", str(out), "--split", "train", "--sources", "scanrefer,scanqa"]) == 0
     cot = load_task_samples(lay, "train", sources=["scene30k"])     # the synthetic tree has SQA3D and 3D-LLM too
     assert {s.meta["source"] for s in cot} == {"scanrefer", "scanqa"} and {s.meta["task"] for s in cot} == {"grounding", "qa"}

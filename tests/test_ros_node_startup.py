@@ -1,6 +1,6 @@
 """A node refuses to start on parameters it does not have (a misspelt name would otherwise run
-on the default without a word) and on a params file rcl cannot read; wildcard sections may name
-parameters only some nodes have."""
+on the default without a word) and on a params file rcl cannot read; a `/**` section may name
+parameters only some r1 nodes have, but not names no r1 node has."""
 from __future__ import annotations
 
 import os
@@ -23,12 +23,13 @@ def test_undeclared_overrides_split_into_this_nodes_and_wildcard_ones(tmp_path):
     from r1_ros.runtime import undeclared_overrides
 
     params = tmp_path / "p.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    shared: {only_some: 1}\nnode_x:\n  ros__parameters:\n    declard: 2\n")
+    params.write_text("/**:\n  ros__parameters:\n    rate: 2.0\n    map_frme: odom\n"      # bag_replay's; a typo
+                      "node_x:\n  ros__parameters:\n    declard: 2\n    use_sim_time: true\n")
     rclpy.init(args=["--ros-args", "--params-file", str(params)])
     try:
         node = rclpy.create_node("node_x", parameter_overrides=[Parameter("declared", value=3)])
         node.declare_parameter("declared", 0)
-        assert undeclared_overrides(node, ["--ros-args", "--params-file", str(params)]) == (["declard"], ["shared.only_some"])
+        assert undeclared_overrides(node, ["--ros-args", "--params-file", str(params)]) == (["declard", "map_frme"], ["rate"])
         node.destroy_node()
     finally:
         rclpy.shutdown()

@@ -610,6 +610,8 @@ def test_launch_arguments_are_checked():
         plan({"bag": "/b", "bag_loop": "maybe"})
     with pytest.raises(ValueError, match="bag_wait_for_fusion: expected true or false, got 'ja'"):
         plan({"bag_wait_for_fusion": "ja"})           # without a bag too
+    with pytest.raises(ValueError, match="pose_topic: expected a topic name, got ''"):
+        plan({"pose_topic": ""})
     with pytest.raises(ValueError, match="depth_source: unknown 'lidar'"):
         plan({"depth_source": "lidar"})
     ns = types.SimpleNamespace()                       # no --name options given
@@ -642,9 +644,14 @@ def test_doctor_checks_the_node_configs(monkeypatch, tmp_path):
                      "    fusion: {voxel_sise: 0.03}\n")
     check = _node_configs(str(robot))
     assert not check.ok and "voxel_sise" in check.detail and "[rgbd_fusion]" in check.detail
-    robot.write_text("/**:\n  ros__parameters:\n    map_frame: odom\n    queue_size: 5\n")
+    robot.write_text("/**:\n  ros__parameters:\n    map_frame: odom\n    queue_size: 5\n"
+                     "scene_reasoner:\n  ros__parameters:\n    use_sim_time: true\n")     # rclpy's own: fine
     check = _node_configs(str(robot))
     assert check.ok and str(robot) in check.detail
+    robot.write_text("/**:\n  ros__parameters:\n    map_frme: odom\n")                     # no node has it
+    check = _node_configs(str(robot))
+    assert not check.ok and "['/**']: no r1 node has the parameter(s) ['map_frme']" in check.detail
+    robot.write_text("/**:\n  ros__parameters:\n    map_frame: odom\n    queue_size: 5\n")
     from r1_ros.configs import FusionNodeConfig, ViewSelectorNodeConfig, load_node_config
     assert load_node_config(FusionNodeConfig, robot, "rgbd_fusion").queue_size == 5
     assert load_node_config(ViewSelectorNodeConfig, robot, "view_selector").map_frame == "odom"

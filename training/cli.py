@@ -96,6 +96,9 @@ def _all(args) -> int:
     out = Path(args.out)
     base = dict(recipe=args.recipe, set=args.set, device=args.device)
     ns = argparse.Namespace
+    from training.pack import check_pack_inputs
+
+    check_pack_inputs(args.data)      # a missing file is found now, not after the detector has trained
     _detector(ns(**base, data=args.data, out=out / "detector", workers=args.workers))
     _pack(ns(**base, data=args.data, out=out / "pack", detector=out / "detector", workers=args.workers))
     _sft(ns(**base, pack=out / "pack", out=out / "sft", detector=out / "detector", init=None))

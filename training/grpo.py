@@ -265,7 +265,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
     G = cfg.group_size
     bar = tqdm(total=cfg.steps, initial=start, desc="grpo", disable=not (progress and acc.is_main_process))
     history: list[float] = []
-    groups_with_spread = 0                            # groups whose rewards differ: the only ones with advantages
+    groups_with_spread = spread_since_log = 0         # groups whose rewards differ: the only ones with advantages
     seconds: dict[str, list[float]] = {"generate": [], "reward": [], "update": []}
     max_budget = max(cfg.task_max_new_tokens.get(t, cfg.max_new_tokens) for t in cfg.tasks)
     cuda_graph = acc.device.type == "cuda"
@@ -309,8 +309,9 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         rewards = torch.tensor(total, dtype=torch.float32, device=acc.device)
         t2 = time.perf_counter()
         advantages = group_advantages(rewards, G, scale=cfg.loss_type != "dr_grpo")
-        spread = int((rewards.view(-1, G).std(dim=1) > 0).sum())
-        groups_with_spread += spread
+        # groups whose rewards differ, on every process, since the last log line
+        spread = (rewards.view(-1, G).std(dim=1) > 0).sum()
+        spread_since_log += int(acc.reduce(spread, reduction="sum"))
         # ---- policy update(s) -----------------------------------------------------------------
         samples = []
         for i, res in enumerate(results):
@@ -373,7 +374,7 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
         bar.update(1)
         bar.set_postfix(reward=f"{mean_r:.3f}")
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            vals = {"reward": mean_r, "reward_std": float(rewards.std()), "groups_with_spread": float(spread),
+            vals = {"reward": mean_r, "reward_std": float(rewards.std()), "groups_with_spread": float(spread_since_log),
                     "lr": sched.get_last_lr()[0],
                     "completion_tokens": float(np.mean([len(r.token_ids) for r in results]))}
             for name, v in per_reward.items():
@@ -384,6 +385,8 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             for k, v in stats.items():
                 if v:
                     vals[k] = float(np.mean(v))
+            groups_with_spread += spread_since_log
+            spread_since_log = 0
             for k, v in seconds.items():              # mean seconds per step since the last log line
                 vals[f"seconds_{k}"] = float(np.mean(v))
                 v.clear()
@@ -392,7 +395,6 @@ def train_grpo(recipe: Recipe, pack: TrainingPack, out_dir: str | Path, init: st
             ckpt = save_checkpoint(model, out_dir / f"checkpoint-{step + 1}", extra=pack.view_selection_tensors())
             save_state(ckpt / TRAIN_STATE, step + 1, opt, sched, extra=identity)
     acc.wait_for_everyone()
-    groups_with_spread = int(acc.reduce(torch.tensor(groups_with_spread, device=acc.device), reduction="sum"))
     if groups_with_spread == 0 and acc.is_main_process and cfg.steps > start:
         print(f"grpo: warning: no group of G={G} completions had any reward spread in {cfg.steps - start} steps, so "
               "every advantage was 0 and only the KL and SFT terms moved the policy (completions too short for "

@@ -270,6 +270,14 @@ def _split_inputs(layout: DatasetLayout, split: str) -> tuple[list[str], list[Ta
     return scene_ids, load_task_samples(layout, split, sources=found, scene_ids=scene_ids), []
 
 
+def check_pack_inputs(data: str | Path, splits=("train", "val")) -> None:
+    """Every input `build_pack` will read, checked now (DataFormatError naming the first gap):
+    `r1 train all` calls it before the detector stage trains."""
+    layout = DatasetLayout(Path(data))
+    for split in splits:
+        _split_inputs(layout, split)
+
+
 def build_pack(data: str | Path, out: str | Path, cfg: PackConfig, splits=("train", "val"),
                encoder_cfg: EncoderConfig | None = None, detector: str | Path | None = None,
                workers: int = 1, progress: bool = True) -> dict:

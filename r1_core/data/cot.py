@@ -441,7 +441,9 @@ class CotEngine:
         self.backend = backend or make_backend(cfg)
 
     def samples(self, split: str) -> list[TaskSample]:
-        out = load_task_samples(self.layout, split, sources=self.cfg.sources, scene_ids=self.layout.scene_ids(split))
+        # the split file's scenes (the prepared ones) when there is one: released annotation files cover all of ScanNet
+        scenes = self.layout.scene_ids(split) if self.layout.split_file(split).is_file() else None
+        out = load_task_samples(self.layout, split, sources=self.cfg.sources, scene_ids=scenes)
         rng = np.random.default_rng(self.cfg.seed)
         if self.cfg.max_per_scene > 0:
             by: dict[str, list[TaskSample]] = {}

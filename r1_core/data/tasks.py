@@ -96,16 +96,17 @@ def record_scene_id(record) -> str:
 
 
 def to_task_samples(records: Iterable, boxes: BoxLookup | None = None, task: str | None = None,
-                    source: str | Path = "annotation records") -> list[TaskSample]:
+                    source: str | Path = "annotation records", indices: Sequence[int] | None = None) -> list[TaskSample]:
     """Convert annotation records (any reader's output) into TaskSamples. `task` only matters for
     referring records (ScanRefer/Nr3D): "grounding" (default), "dense_caption" or "object_caption".
-    A record whose object the scene lacks raises DataFormatError naming `source` and the record."""
+    A record whose object the scene lacks raises DataFormatError naming `source` and the record
+    (its index in `source`: `indices[i]` when the records are a selection of the file's)."""
     out: list[TaskSample] = []
     for i, r in enumerate(records):
         try:
             out.append(_task_sample(r, boxes, task))
         except DataFormatError as e:
-            raise DataFormatError(source, f"{record_scene_id(r)}: {e}", record=i) from None
+            raise DataFormatError(source, f"{record_scene_id(r)}: {e}", record=i if indices is None else indices[i]) from None
     return out
 
 
@@ -223,12 +224,13 @@ def load_task_samples(layout: DatasetLayout | str | Path, split: str, sources: S
     out: list[TaskSample] = []
     for s in sources:
         records = layout.read(s, split)
+        indices = None
         if keep is not None:
-            kept = [r for r in records if record_scene_id(r) in keep]
-            if len(kept) < len(records):
+            indices = [i for i, r in enumerate(records) if record_scene_id(r) in keep]
+            if len(indices) < len(records):
                 log.warning("%s: %d of %d records are of scenes outside split %r (%s); left out",
-                            layout.path(s, split), len(records) - len(kept), len(records), split, layout.split_file(split))
-            records = kept
+                            layout.path(s, split), len(records) - len(indices), len(records), split, layout.split_file(split))
+            records = [records[i] for i in indices]
         out += to_task_samples(records, lookup, task=refer_task if s in ("scanrefer", "nr3d") else None,
-                               source=layout.path(s, split))
+                               source=layout.path(s, split), indices=indices)
     return out
