@@ -254,14 +254,20 @@ def node_parameters(data: Mapping[str, Any], node: str, origin: str = "parameter
     return out
 
 
+def wildcard_parameters(data: Any) -> Mapping[str, Any]:
+    """The `ros__parameters` of a params mapping's `/**` section, the one every node reads ({}
+    without one)."""
+    section = data.get("/**") if isinstance(data, Mapping) else None
+    if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
+        return {}
+    return section["ros__parameters"]
+
+
 def unknown_wildcard_keys(data: Mapping[str, Any]) -> list[str]:
     """Keys of a params mapping's `/**` section that no r1 node has (nor rclpy itself): typos,
     since a wildcard key a node lacks is otherwise ignored by that node."""
     names = {f.name for cls in NODE_CONFIGS.values() for f in dataclasses.fields(cls)} | set(ROS_BUILTIN_PARAMETERS)
-    section = data.get("/**")
-    if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
-        return []
-    return sorted(k for k in section["ros__parameters"] if k not in names)
+    return sorted(k for k in wildcard_parameters(data) if k not in names)
 
 
 def load_node_config(cls: type, source: str | Path | Mapping[str, Any] | None, node: str,

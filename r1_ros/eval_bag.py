@@ -78,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
     scene = load_scannet_scene(DatasetLayout(data).scannet_dir, scene_id)
     camera = {"camera_namespace": args.camera_namespace, "color_topic": args.color_topic,
               "depth_topic": args.depth_topic, "info_topic": args.info_topic}
-    n_frames = color_frame_count(bag, BagConfig(color_topic=resolve_topic(args.camera_namespace, args.color_topic)))
+    color_topic = resolve_topic(args.camera_namespace, args.color_topic)
+    n_frames = color_frame_count(bag, BagConfig(color_topic=color_topic))
     if n_frames == 0:
-        raise SystemExit(f"r1 eval-bag: {bag} has no message on {resolve_topic(args.camera_namespace, args.color_topic)}"
-                         f"; name its camera topics with --camera-namespace / --color-topic / --depth-topic / --info-topic")
+        raise SystemExit(f"r1 eval-bag: {bag} has no message on {color_topic}; name its camera topics with "
+                         "--camera-namespace / --color-topic / --depth-topic / --info-topic")
     classes = [scanrefer_class(o.nyu40_id) for o in scene.annotated_objects()]
     launch = {"bag": str(bag), "device": args.device, **camera}
     if args.checkpoint:

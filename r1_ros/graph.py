@@ -141,9 +141,9 @@ def plan(args: Mapping[str, str] | None = None) -> list[NodeSpec]:
     for name in ("color_topic", "depth_topic", "info_topic", "pose_topic", "odom_topic"):
         if not a[name].strip():
             raise ValueError(f"launch argument {name}: expected a topic name, got {a[name]!r}")
-    for name in ("bag_loop", "bag_restamp", "bag_start_paused", "bag_wait_for_fusion"):
-        _bool(name, a[name])             # checked without a bag too: a typo is an error, not ignored
-    _float("bag_rate", a["bag_rate"])
+    # parsed without a bag too: a typo is an error, not ignored
+    flags = {name: _bool(name, a[name]) for name in ("bag_loop", "bag_restamp", "bag_start_paused", "bag_wait_for_fusion")}
+    rate = _float("bag_rate", a["bag_rate"])
     cam = a["camera_namespace"]
     fusion_remaps = [("color/image_raw", resolve_topic(cam, a["color_topic"])),
                      ("color/camera_info", resolve_topic(cam, a["info_topic"]))]
@@ -156,10 +156,8 @@ def plan(args: Mapping[str, str] | None = None) -> list[NodeSpec]:
     reasoner = {"model.checkpoint": a["checkpoint"], "model.preset": a["preset"], "device": a["device"]}
     specs.append(NodeSpec("scene_reasoner", "scene_reasoner", ns, params, reasoner))
     if a["bag"]:
-        replay = {"bag": a["bag"], "rate": _float("bag_rate", a["bag_rate"]), "loop": _bool("bag_loop", a["bag_loop"]),
-                  "restamp": _bool("bag_restamp", a["bag_restamp"]),
-                  "start_paused": _bool("bag_start_paused", a["bag_start_paused"]),
-                  "wait_for_fusion": _bool("bag_wait_for_fusion", a["bag_wait_for_fusion"]),
+        replay = {"bag": a["bag"], "rate": rate, "loop": flags["bag_loop"], "restamp": flags["bag_restamp"],
+                  "start_paused": flags["bag_start_paused"], "wait_for_fusion": flags["bag_wait_for_fusion"],
                   "frame_topic": resolve_topic(cam, a["color_topic"])}       # the topic rgbd_fusion counts frames on
         specs.append(NodeSpec("bag_replay", "bag_replay", ns, params, replay))
     return specs

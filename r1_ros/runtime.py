@@ -27,24 +27,17 @@ def undeclared_overrides(node, args: list[str] | None = None) -> tuple[list[str]
     run on the default; a `/**` section legitimately names parameters only some nodes have.
     (rclpy has no public accessor for the overrides; `_parameter_overrides` is the dict
     Node.__init__ fills.)"""
-    from r1_ros.params import flatten
-
     given = getattr(node, "_parameter_overrides", {})
     unknown = sorted(n for n in given if not node.has_parameter(n) and not n.startswith("qos_overrides."))
+    if not unknown:
+        return [], []
+    from r1_core.config import read_yaml
+    from r1_ros.configs import NODE_CONFIGS, wildcard_parameters
+    from r1_ros.params import flatten, parameter_specs
+
     argv = sys.argv if args is None else args
-    wildcard: set[str] = set()
-    for i, a in enumerate(argv[:-1]):
-        if a == "--params-file":
-            import yaml
-
-            with open(argv[i + 1]) as f:
-                data = yaml.safe_load(f) or {}
-            body = data.get("/**") if isinstance(data, dict) else None
-            if isinstance(body, dict) and isinstance(body.get("ros__parameters"), dict):
-                wildcard |= set(flatten(body["ros__parameters"]))
-    from r1_ros.configs import NODE_CONFIGS
-    from r1_ros.params import parameter_specs
-
+    wildcard = {n for i, a in enumerate(argv[:-1]) if a == "--params-file"
+                for n in flatten(dict(wildcard_parameters(read_yaml(argv[i + 1]))))}
     anywhere = {s.name for cls in NODE_CONFIGS.values() for s in parameter_specs(cls)}   # some r1 node has it
     shared = [n for n in unknown if n in wildcard and n in anywhere]
     return [n for n in unknown if n not in shared], shared
