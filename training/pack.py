@@ -73,12 +73,22 @@ class PackConfig:
             raise ValueError(f"pack.cloud: expected one of {list(CLOUD_SOURCES)}, got {self.cloud!r}")
 
 
+def _frame_source(layout: DatasetLayout, scene_id: str) -> tuple[Path, Path]:
+    """(synthetic room file, exported frames folder) of a scene, one of which exists; else a
+    DataFormatError naming both."""
+    room_file, frames_dir = layout.root / "synthetic" / f"{scene_id}.json", layout.frames_dir(scene_id)
+    if not room_file.is_file() and not frames_dir.is_dir():
+        raise DataFormatError(frames_dir, f"scene {scene_id}: no frames to select views from: neither a synthetic "
+                              f"room ({room_file}) nor exported ScanNet RGB-D frames (this folder: color/ depth/ "
+                              f"pose/ intrinsic/ and {scene_id}.txt, see r1_core.data.scannet_frames)")
+    return room_file, frames_dir
+
+
 def _walkthrough(layout: DatasetLayout, scene_id: str, cfg: PackConfig):
     """(color, depth (uint16 mm), K, T_map_optical, stamp s) of the scene's walk-through: rendered
     from `<root>/synthetic/<scene>.json`, or read from real RGB-D frames under
     `<root>/scannet/frames/<scene>/` (SensReader export, every frame up to `frames` evenly)."""
-    room_file = layout.root / "synthetic" / f"{scene_id}.json"
-    frames_dir = layout.frames_dir(scene_id)
+    room_file, frames_dir = _frame_source(layout, scene_id)
     if room_file.is_file():
         room = SynthRoom.load_json(room_file)
         renderer = make_renderer(room, cfg.render)
@@ -96,15 +106,11 @@ def _walkthrough(layout: DatasetLayout, scene_id: str, cfg: PackConfig):
         for i, T in enumerate(poses):
             view = renderer.render(T, rng=rng)
             yield view.color, view.depth, renderer.K, T, i / cfg.render.fps
-    elif frames_dir.is_dir():
+    else:
         from r1_core.data.scannet_frames import read_scannet_frames
 
         for i, f in enumerate(read_scannet_frames(frames_dir, scene_id, max_frames=cfg.frames)):
             yield f.color, f.depth, f.K, f.T_map_optical, float(i)
-    else:
-        raise FileNotFoundError(f"{scene_id}: no frames to select views from: neither a synthetic room "
-                                f"({room_file}) nor exported ScanNet RGB-D frames ({frames_dir}: color/ depth/ "
-                                f"pose/ intrinsic/ and {scene_id}.txt, see r1_core.data.scannet_frames)")
 
 
 def _keyframes(layout: DatasetLayout, scene_id: str, cfg: PackConfig,
@@ -256,10 +262,7 @@ def _split_inputs(layout: DatasetLayout, split: str) -> tuple[list[str], list[Ta
         for what, path in scene_files(layout.scannet_dir, sid).items():
             if not path.is_file():
                 raise DataFormatError(path, f"scene {sid}: missing {what} array (r1 data prepare-scannet writes it)")
-        room, frames = layout.root / "synthetic" / f"{sid}.json", layout.frames_dir(sid)
-        if not room.is_file() and not frames.is_dir():
-            raise DataFormatError(frames, f"scene {sid}: no frames to select views from: neither a synthetic room "
-                                  f"({room}) nor exported ScanNet RGB-D frames (this folder; see r1_core.data.scannet_frames)")
+        _frame_source(layout, sid)
     if split == "train":
         samples = load_task_samples(layout, split, sources=["scene30k"], scene_ids=scene_ids)
         for s in samples:      # Scene-30K records train the task they were made from
