@@ -8,7 +8,8 @@ Shutdown order: the node's own worker threads stop first (`node.close()`),
 then the executor is shut down and its thread joined, then the node is destroyed and rclpy
 shut down - joining before rclpy.shutdown() avoids `terminate called without an active
 exception`. rclpy's own signal handlers are off so that this order is ours; a second SIGINT
-during shutdown is ignored.
+during shutdown is ignored. A signal while the node's `start()` runs (scene_reasoner's model
+load) interrupts it with KeyboardInterrupt, so Ctrl-C does not wait for the load to end.
 """
 from __future__ import annotations
 
@@ -58,9 +59,15 @@ def run_node(factory: Callable[[], object], args: list[str] | None = None, threa
         print(f"[r1] cannot start: {e}", file=sys.stderr, flush=True)
         return 2
     stop = threading.Event()
+    starting = threading.Event()     # the node's start() runs: a signal interrupts it
 
     def on_signal(signum, frame):
         stop.set()
+        if starting.is_set():
+            # start() (scene_reasoner: the model load, ~20 s on 2 cores) runs on this, the main
+            # thread: interrupt it rather than stop only once it ends
+            starting.clear()
+            raise KeyboardInterrupt
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     node = None
@@ -88,16 +95,23 @@ def run_node(factory: Callable[[], object], args: list[str] | None = None, threa
         start = getattr(node, "start", None)
         if start is not None:
             try:
+                starting.set()
                 start()
+            except KeyboardInterrupt:
+                node.get_logger().info("stopped while starting")
             except ValueError as e:
                 node.get_logger().error(f"cannot start: {e}")
                 rc = 2
                 stop.set()
+            finally:
+                starting.clear()
         while not stop.wait(0.2):
             if requested is not None and requested.is_set():
                 rc = getattr(node, "exit_code", 0)
                 break
         node.get_logger().info("shutting down")
+    except KeyboardInterrupt:        # a signal in the instant between start() returning and `starting` clearing
+        pass
     finally:
         for s in old:
             signal.signal(s, signal.SIG_IGN)

@@ -124,6 +124,9 @@ class SceneReasonerNode(LifecycleNode):
         if state == "active":
             self.trigger_deactivate()
             state = self._state_machine.current_state[1]
+        elif self.service is not None:    # a stop interrupted on_activate after the service started
+            self.service.stop()
+            self.service = None
         if state == "inactive":
             self.trigger_cleanup()
 

@@ -47,3 +47,36 @@ def test_a_misspelt_parameter_or_an_unreadable_params_file_stops_the_node():
     assert "cannot start: node view_selector: unknown parameters ['default_kk'] given" in done.stderr
     done = _start("--params-file", "/nonexistent/nodes.yaml")
     assert done.returncode == 2 and "[r1] cannot start: " in done.stderr and "Traceback" not in done.stderr
+
+
+SLOW_START = """
+import sys, time
+import rclpy.node
+from r1_ros.runtime import run_node
+
+class SlowStart(rclpy.node.Node):
+    def __init__(self):
+        super().__init__("slow_start")
+
+    def start(self):                  # stands in for scene_reasoner's model load
+        print("starting", flush=True)
+        time.sleep(120)
+
+sys.exit(run_node(SlowStart, sys.argv))
+"""
+
+
+def test_sigint_while_the_node_starts_stops_it_at_once():
+    import signal
+
+    env = {**os.environ, **local_dds_environment()}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_START], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout.readline().strip() == "starting"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)       # the start would take 120 s
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopped while starting" in out and "Traceback" not in out, out
