@@ -6,12 +6,13 @@
 
 Brings the nodes up exactly as `r1 up bag:=…` does, replays the bag once with backpressure
 (every frame is fused, however loaded the machine: r1_ros.demo.GraphSession), waits for the final
-fused map, then asks every annotation of the bag's scene in the question files (any format
-r1_core.data reads: ScanRefer, Nr3D, ScanQA, SQA3D, 3D-LLM) through the ROS interfaces —
+fused map, then asks every annotation of the bag's scene in the question files of the benchmarks
+`r1 eval` scores (ScanRefer, ScanQA, 3D-LLM dialogue and planning) through the ROS interfaces —
 grounding through `Ground`, questions and dialogue through `Ask` (with the history), planning
 through the `Reason` action — and scores the answers with the same code as `r1 eval`
-(training/evaluate.py), ground truth from the dataset's ScanNet arrays. Writes
-predictions.jsonl, results.json and results.md to --out.
+(training/evaluate.py), ground truth from the dataset's ScanNet arrays. A request that times out
+(`--timeout`) is scored as a miss. Writes predictions.jsonl, results.json and results.md to --out,
+which must not hold an earlier run's (unless --overwrite).
 """
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-ASK_TASKS = ("qa", "dialogue", "reasoning")
+ASK_TASKS = ("qa", "dialogue")
+# the annotation sources whose benchmark training/evaluate.py scores (Nr3D and SQA3D have metrics of
+# their own: scored as ScanRefer / ScanQA they would pass for those)
+SCORED_SOURCES = ("scanrefer", "scanqa", "3dllm_dialogue", "3dllm_planning")
+START_TIMEOUT_S = 600.0      # for the nodes' services: the model load (node deaths are noticed at once)
 
 
 def _box_array(msgs) -> list[list[float]]:
@@ -46,12 +51,37 @@ def _samples(data: Path, split: str, sources: list[str], scene_id: str | None):
     return scene_id, chosen
 
 
+def _plan(planner, reason, text: str, timeout: float, alive):
+    """A `Reason` planning goal's result and its time; (None, time) when it takes longer than
+    `timeout` (the goal is cancelled, and the next request goes on)."""
+    from r1_msgs.action import Reason
+
+    fut = reason.send_goal_async(Reason.Goal(task=Reason.Goal.TASK_PLANNING, text=text))
+    planner.wait_for("goal acceptance", fut.done, 30, alive)
+    t0 = time.monotonic()
+    handle = fut.result()
+    rf = handle.get_result_async()
+    try:
+        planner.wait_for("the plan", rf.done, timeout, alive)
+    except RuntimeError:
+        if alive():          # a node died: the run cannot go on
+            raise
+        cancel = handle.cancel_goal_async()
+        planner.wait_for("the cancellation", lambda: cancel.done() and rf.done(), 60, alive)
+        return None, time.monotonic() - t0
+    return rf.result().result, time.monotonic() - t0
+
+
 def run(args: argparse.Namespace) -> int:
     from r1_ros.graph import local_dds_environment
 
     os.environ.update(local_dds_environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out)
+    held = [n for n in ("predictions.jsonl", "results.json", "results.md") if (out / n).exists()]
+    if held and not args.overwrite:
+        raise SystemExit(f"r1 eval-bag: {out} already holds {', '.join(held)} of an earlier run; give another "
+                         "--out, or --overwrite to replace them")
     out.mkdir(parents=True, exist_ok=True)
     if args.demo:
         from r1_core.data.synthetic.demo import ensure_demo_assets
@@ -62,15 +92,16 @@ def run(args: argparse.Namespace) -> int:
         if not (args.bag and args.data):
             raise SystemExit("r1 eval-bag: give --bag and --data (or --demo)")
         bag, data = Path(args.bag), Path(args.data)
-    scene_id, samples = _samples(data, args.split, args.sources, args.scene_id)
-    if args.limit:
-        samples = samples[: args.limit]
+        if not (bag / "metadata.yaml").is_file():
+            raise SystemExit(f"r1 eval-bag: --bag {bag}: not a rosbag2 directory (no metadata.yaml in it)")
+    scene_id, all_samples = _samples(data, args.split, args.sources, args.scene_id)
+    samples = all_samples[: args.limit] if args.limit else all_samples
 
     from r1_core.data.bags import BagConfig, color_frame_count
     from r1_ros.graph import resolve_topic
     from r1_core.data.scene import load_scannet_scene
     from r1_core.data.tasks import DatasetLayout
-    from r1_core.eval.grounding import scanrefer_class, scanrefer_is_unique
+    from r1_core.eval.grounding import scanrefer_class, scanrefer_unique_lookup
     from r1_core.eval.report import save_report
     from r1_ros.demo import GraphSession
     from training.evaluate import score, write_predictions
@@ -83,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if n_frames == 0:
         raise SystemExit(f"r1 eval-bag: {bag} has no message on {color_topic}; name its camera topics with "
                          "--camera-namespace / --color-topic / --depth-topic / --info-topic")
-    classes = [scanrefer_class(o.nyu40_id) for o in scene.annotated_objects()]
+    # ScanRefer's unique/multiple split: over the objects the scene's descriptions refer to
+    unique = scanrefer_unique_lookup((scene_id, s.object_ids[0], scanrefer_class(scene.object(s.object_ids[0]).nyu40_id))
+                                     for s in all_samples if s.task == "grounding")
     launch = {"bag": str(bag), "device": args.device, **camera}
     if args.checkpoint:
         launch["checkpoint"] = args.checkpoint
@@ -98,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
             from r1_msgs.action import Reason
             from r1_msgs.srv import Ask, Ground
 
-            ground = planner.client(Ground, "ground", args.timeout, alive)
-            ask = planner.client(Ask, "ask", args.timeout, alive)
+            ground = planner.client(Ground, "ground", START_TIMEOUT_S, alive)
+            ask = planner.client(Ask, "ask", START_TIMEOUT_S, alive)
             reason = planner.action_client(Reason, "reason")
             planner.replay(n_frames, alive, fuse_timeout=1800, cloud_timeout=300)
             fusion = planner.fusion_summary()
@@ -108,21 +141,14 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
             for i, s in enumerate(samples):
                 history = [t.split(": ", 1)[1] if ": " in t else t for t in s.history]
-                rec = {"task": s.task if s.task != "reasoning" else "qa", "scene_id": scene_id, "question": s.question,
+                rec = {"task": s.task, "scene_id": scene_id, "question": s.question,
                        "references": s.answers, "gt_boxes": s.boxes.tolist(), "object_ids": s.object_ids,
                        "source": s.meta.get("source", ""), "boxes": [], "answer": "", "reasoning": ""}
                 if s.task == "grounding":
                     res, dt = planner.call(ground, Ground.Request(expression=s.question), args.timeout)
-                    if s.object_ids:
-                        target = scanrefer_class(scene.object(s.object_ids[0]).nyu40_id)
-                        rec["unique"] = scanrefer_is_unique(target, classes)
+                    rec["unique"] = unique[(scene_id, s.object_ids[0])]
                 elif s.task == "planning":
-                    fut = reason.send_goal_async(Reason.Goal(task=Reason.Goal.TASK_PLANNING, text=s.question))
-                    planner.wait_for("goal acceptance", fut.done, 30, alive)
-                    t1 = time.monotonic()
-                    rf = fut.result().get_result_async()
-                    planner.wait_for("the plan", rf.done, args.timeout, alive)
-                    res, dt = rf.result().result, time.monotonic() - t1
+                    res, dt = _plan(planner, reason, s.question, args.timeout, alive)
                 else:
                     res, dt = planner.call(ask, Ask.Request(question=s.question, history=history), args.timeout)
                 ok = res is not None and bool(res.success)
@@ -138,9 +164,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     write_predictions(preds, out / "predictions.jsonl")
     results = score(preds)
-    _, md = save_report(out, {args.name: results}, meta={"bag": str(bag), "scene_id": scene_id, "data": str(data),
-                                                         "requests": len(preds), "fusion": fusion,
-                                                         "latency_p50_s": float(np.median([p["latency_s"] for p in preds]))})
+    meta = {"bag": str(bag), "scene_id": scene_id, "data": str(data), "split": args.split, "sources": args.sources,
+            "checkpoint": args.checkpoint or "R1-nano (bundled)", "params_file": args.params_file or "config/nodes.yaml",
+            "device": args.device, "limit": args.limit, "timeout_s": args.timeout, "requests": len(preds),
+            "fusion": fusion, "latency_p50_s": float(np.median([p["latency_s"] for p in preds]))}
+    _, md = save_report(out, {args.name: results}, meta=meta)
     print(md.read_text())
     return 0
 
@@ -153,8 +181,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--demo", action="store_true", help="use the bundled demo bag and its annotations")
     p.add_argument("--assets", default=None, help="demo asset cache (default: ~/.cache/r1/demo)")
     p.add_argument("--split", default="val")
-    p.add_argument("--sources", nargs="+", default=["scanrefer", "scanqa"],
-                   help="annotation sources to ask (r1_core.data.tasks.SOURCES)")
+    p.add_argument("--sources", nargs="+", default=["scanrefer", "scanqa"], choices=SCORED_SOURCES,
+                   help="annotation sources to ask")
     p.add_argument("--scene-id", help="the bag's scene (needed when the files cover several scenes)")
     p.add_argument("--checkpoint", default="", help="r1 checkpoint (default: the bundled R1-nano)")
     p.add_argument("--device", default="cpu")
@@ -164,8 +192,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     for a in LAUNCH_ARGUMENTS:       # the bag's camera topics, as the launch arguments name them
         if a.name in ("camera_namespace", "color_topic", "depth_topic", "info_topic"):
             p.add_argument(f"--{a.name.replace('_', '-')}", default=a.default, help=f"{a.description} (default: {a.default})")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request; a request that takes longer "
+                   "is scored as a miss")
     p.add_argument("--limit", type=int, default=0, help="only the first N requests")
     p.add_argument("--name", default="r1 (bag)")
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run's files in --out")
     p.set_defaults(func=run)

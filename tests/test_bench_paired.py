@@ -24,10 +24,12 @@ def _predictions(seed: int, n_ground: int = 60, n_qa: int = 40) -> list[dict]:
         shift = float(rng.uniform(0, 1.2))     # IoU spread over 0..1
         box = None if i % 7 == 0 else [gt[0] + shift, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]
         preds.append({"task": "grounding", "scene_id": f"s{i % 3}", "question": f"q{i}", "object_ids": [i],
-                      "references": [], "boxes": [box] if box else [], "gt_boxes": [gt], "unique": bool(i % 2)})
+                      "references": [], "boxes": [box] if box else [], "gt_boxes": [gt], "unique": bool(i % 2),
+                      "well_formed": True})
     for i in range(n_qa):
         preds.append({"task": "qa", "scene_id": "s0", "question": f"qa{i}", "object_ids": [],
-                      "references": ["two", "2 chairs"], "answer": str(rng.choice(["two", "three", "Two."]))})
+                      "references": ["two", "2 chairs"], "answer": str(rng.choice(["two", "three", "Two."])),
+                      "well_formed": True})
     return preds
 
 
@@ -97,7 +99,7 @@ def _captioned(seed: int, n: int = 30) -> list[dict]:
         ref = f"the {words[i % 6]} by the wall {i % 4}"
         answer = ref if rng.random() < 0.5 else f"a {words[(i + 1) % 6]}"
         preds.append({"task": "dialogue", "scene_id": f"s{i % 5}", "question": f"d{i}", "object_ids": [],
-                      "references": [ref], "answer": answer})
+                      "references": [ref], "answer": answer, "well_formed": True})
     return preds + [dict(preds[-1])]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from r1_core.model.answer import format_box
+from helpers.predictions import prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_qa_evidence", ROOT / "bench" / "qa_evidence.py")
@@ -40,7 +41,7 @@ def test_evidence_and_em_split(tmp_path, capsys):
         _qa("Is there a TV?", [], "no", ["no"], []),                                    # names none, none asked: 1
         _qa("Is there a sofa?", [FAR], "yes", ["no"], []),                              # names one, none asked: 0
         _qa("What colour is the chair?", [CHAIR], "red", ["red"], [CHAIR], well_formed=False),   # malformed: 0
-        {"task": "grounding", "scene_id": "s0", "question": "the chair", "references": []},
+        prediction(task="grounding", scene_id="s0", question="the chair", references=[]),
     ]
     rows = qa_evidence.main([_write(tmp_path, "a.jsonl", preds), "--names", "A", "--out", str(tmp_path / "e.json")])
     assert list(rows) == ["how many", "is there", "what colour", "all"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from r1_core.eval.qa import scanqa_metrics
+from helpers.predictions import prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_qa_types", ROOT / "bench" / "qa_types.py")
@@ -19,9 +20,9 @@ QUESTIONS = [("Is there a mirror in the room?", ["yes"]), ("Is there a TV?", ["n
 
 
 def _preds(answers: list[str]) -> list[dict]:
-    out = [{"task": "qa", "scene_id": "s0", "question": q, "references": r, "answer": a}
+    out = [prediction(task="qa", scene_id="s0", question=q, references=r, answer=a)
            for (q, r), a in zip(QUESTIONS, answers)]
-    return out + [{"task": "grounding", "scene_id": "s0", "question": "the chair", "references": []}]
+    return out + [prediction(task="grounding", scene_id="s0", question="the chair", references=[])]
 
 
 def _write(tmp_path: Path, name: str, preds: list[dict]) -> str:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.predictions import prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_reasoning_lists", ROOT / "bench" / "reasoning_lists.py")
@@ -32,6 +33,7 @@ PREDS = [
     {"task": "qa", "scene_id": "s0", "question": "Is there a sofa?", "raw": _think("Next, I look for a sofa and find none.")},
     {"task": "planning", "scene_id": "s0", "question": "tidy up", "raw": _think("Next, a chair at <ref>1</ref>.")},
 ]
+PREDS = [prediction(**p) for p in PREDS]      # the fields the predictions reader checks, too
 
 
 def test_list_items_and_class_names():

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.predictions import prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_select_checkpoint", ROOT / "bench" / "select_checkpoint.py")
@@ -17,10 +18,10 @@ MISS = [5.0, 5.0, 0.5, 1.0, 1.0, 1.0, 0.0]         # IoU 0
 
 
 def _preds(grounding_hits: list[bool], qa_right: list[bool]) -> list[dict]:
-    out = [{"task": "grounding", "scene_id": "s0", "question": f"object {i}", "object_ids": [i], "references": [],
-            "boxes": [HIT if h else MISS], "gt_boxes": [GT]} for i, h in enumerate(grounding_hits)]
-    out += [{"task": "qa", "scene_id": "s0", "question": f"question {i}", "object_ids": [], "references": ["two"],
-             "answer": "two" if r else "three"} for i, r in enumerate(qa_right)]
+    out = [prediction(task="grounding", scene_id="s0", question=f"object {i}", object_ids=[i], references=[],
+                      boxes=[HIT if h else MISS], gt_boxes=[GT]) for i, h in enumerate(grounding_hits)]
+    out += [prediction(task="qa", scene_id="s0", question=f"question {i}", object_ids=[], references=["two"],
+                       answer="two" if r else "three") for i, r in enumerate(qa_right)]
     return out
 
 

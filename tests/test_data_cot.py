@@ -44,6 +44,8 @@ def test_template_records_pass_filters_and_are_grounded(demo, tmp_path, position
             assert where in p.reasoning                                   # the reasoning points at the target
     with pytest.raises(ValueError, match="unknown positions"):
         CotConfig(positions="polar")
+    with pytest.raises(ValueError, match=r"sources: expected annotation sources among .* got \['scanreffer'\]"):
+        CotConfig(sources=("scanreffer",))
 
 
 def test_filters_reject_each_failure():

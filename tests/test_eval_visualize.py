@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from r1_core.data.errors import DataFormatError
 from r1_core.eval.visualize import (
     Keyframe,
     VisualizeConfig,
@@ -288,10 +289,14 @@ def test_viz_cli_synthetic_and_scannet(tmp_path):
                  "--out", str(out2)]) == 0
     assert Image.open(out2 / "view.png").size == (320, 240)
     assert "/world/boxes/pred" not in rrd_entities(out2 / "scene.rrd")
-    with pytest.raises(ValueError, match="no object"):
+    with pytest.raises(SystemExit, match="no object"):
         main(["--scannet-root", str(tmp_path / "scannet"), "--scene-id", scene.scene_id, "--objects", "999",
               "--out", str(out2)])
     bad = tmp_path / "bad.json"
     bad.write_text('{"labels": []}')
     with pytest.raises(ValueError, match="'boxes'"):
         main(["--synthetic-seed", "3", "--pred", str(bad), "--out", str(out2)])
+    for boxes in ("[[1, 2, 3, 1, 1, 1]]", "[1, 2, 3, 1, 1, 1, 0, 1, 2, 3, 1, 1, 1, 0]", "[[1, 2, 3, 1, NaN, 1, 0]]"):
+        bad.write_text('{"boxes": %s}' % boxes)       # 6 numbers; a flat list of two; not finite
+        with pytest.raises(DataFormatError, match=r"bad.json: field 'boxes': expected a list of boxes of 7 finite"):
+            main(["--synthetic-seed", "3", "--pred", str(bad), "--out", str(out2)])

@@ -68,3 +68,58 @@ def test_eval_bag_asks_every_annotation_over_ros_and_scores_the_answers(tmp_path
     assert res["scanqa"]["EM"] == pytest.approx(1.0)
     assert "Traceback" not in log
     assert "never retrieved" not in proc.stdout + proc.stderr      # clean shutdown of the planner's clients
+    saved = (out / "results.json").read_bytes()        # a second run into the same --out: refused, nothing started
+    again = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and "already holds predictions.jsonl, results.json, results.md" in again.stderr
+    assert (out / "results.json").read_bytes() == saved
+
+
+class _Future:
+    def __init__(self, value=None, done: bool = True):
+        self.value, self._done = value, done
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self):
+        return self.value
+
+
+class _Goal:
+    """A Reason goal whose result comes after `takes` polls, or once cancelled."""
+
+    def __init__(self, takes: int | None):
+        self.polls, self.takes, self.cancelled = 0, takes, False
+        outer = self
+
+        class Result(_Future):
+            def done(self) -> bool:
+                outer.polls += 1
+                return outer.cancelled or (outer.takes is not None and outer.polls > outer.takes)
+
+        self.result_future = Result(value=type("Wrapped", (), {"result": "the plan"})(), done=False)
+
+    def get_result_async(self):
+        return self.result_future
+
+    def cancel_goal_async(self):
+        self.cancelled = True
+        return _Future()
+
+
+def test_a_plan_that_takes_too_long_is_cancelled_and_scored_as_a_miss():
+    from r1_ros.demo import Planner
+    from r1_ros.eval_bag import _plan
+
+    class FakePlanner:
+        wait_for = Planner.wait_for
+
+    def reason(goal):
+        return type("Client", (), {"send_goal_async": lambda self, g: _Future(goal)})()
+
+    quick, slow = _Goal(takes=2), _Goal(takes=None)
+    assert _plan(FakePlanner(), reason(quick), "tidy up", 5.0, lambda: None)[0] == "the plan" and not quick.cancelled
+    res, dt = _plan(FakePlanner(), reason(slow), "tidy up", 0.3, lambda: None)
+    assert res is None and slow.cancelled and 0.3 <= dt < 5.0
+    with pytest.raises(RuntimeError, match="scene_reasoner exited"):       # a dead node still ends the run
+        _plan(FakePlanner(), reason(_Goal(takes=None)), "tidy up", 0.3, lambda: "scene_reasoner exited")

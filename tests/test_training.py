@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from r1_core.data.errors import DataFormatError
 from r1_core.model.r1model import R1Model
 from training.common import read_metrics
 from training.data import VIEW_STRATEGIES, TrainingPack
@@ -575,6 +576,25 @@ def test_eval_cli_records_the_runs_settings_and_what_it_scored(sft_run, tmp_path
     assert meta["examples"] == {"grounding": {"n": 3, "well_formed": sum(p["well_formed"] for p in preds) / 3}}
     md = (out / "results.md").read_text()
     assert "- limit: 3\n" in md and '- examples: {"grounding": {"n": 3' in md
+    # a second run into the same --out would replace this one's row and predictions: refused
+    saved = {n: (out / n).read_bytes() for n in ("predictions.jsonl", "results.json", "results.md", "run.json")}
+    again = ["eval", "--checkpoint", str(root / "sft" / "final"), "--pack", str(root / "pack"), "--out", str(out),
+             "--limit", "1", "--tasks", "grounding", "--max-new-tokens", "8"]
+    with pytest.raises(SystemExit, match="already holds results.json, results.md, predictions.jsonl, run.json"):
+        main(again)
+    rescore = ["eval", "--predictions", str(out / "predictions.jsonl"), "--out", str(out), "--name", "rescored"]
+    with pytest.raises(SystemExit, match="already holds results.json, results.md of an earlier run"):
+        main(rescore)
+    assert {n: (out / n).read_bytes() for n in saved} == saved
+    # rescored with --overwrite, the results keep the settings of the run that made the predictions
+    assert main(rescore + ["--overwrite"]) == 0
+    rescored = json.loads((out / "results.json").read_text())["meta"]
+    assert rescored["limit"] == 3 and rescored["predictions"] == str(out / "predictions.jsonl")
+    with pytest.raises(SystemExit, match="--no-score with --predictions does nothing"):
+        main(rescore + ["--no-score"])
+    with pytest.raises(SystemExit):
+        main(again + ["--every", "0"])
+    assert "--every: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_scores_break_qa_down_by_question_type_when_predictions_carry_questions():
@@ -657,12 +677,18 @@ def test_task_budget_parsing():
             parse_task_budgets([bad])
 
 
+def _grounding(scene: str, box: list, unique: bool = True, pred: list | None = None) -> dict:
+    return {"task": "grounding", "scene_id": scene, "question": f"the object at {box[0]}", "boxes": [pred or box],
+            "gt_boxes": [box], "unique": unique, "well_formed": True}
+
+
 def test_predictions_read_back_plain_or_gzipped_and_a_bad_line_is_named(tmp_path):
     import gzip
 
     from training.evaluate import read_predictions, write_predictions
 
-    preds = [{"task": "qa", "answer": "two", "references": ["2"]}, {"task": "grounding", "boxes": [[0.0] * 6]}]
+    preds = [{"task": "qa", "answer": "two", "references": ["2"], "well_formed": True},
+             _grounding("s0", [1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.0])]
     plain = write_predictions(preds, tmp_path / "p.jsonl")
     packed = tmp_path / "p.jsonl.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
@@ -670,8 +696,57 @@ def test_predictions_read_back_plain_or_gzipped_and_a_bad_line_is_named(tmp_path
     assert read_predictions(packed) == preds
     bad = tmp_path / "bad.jsonl"
     bad.write_text(plain.read_text() + '{"task": "qa", "answer": \n')
-    with pytest.raises(ValueError, match=r"bad.jsonl: line 3 is not a JSON prediction"):
+    with pytest.raises(DataFormatError, match=r"bad.jsonl: line 3 is not a JSON prediction"):
         read_predictions(bad)
+    with pytest.raises(DataFormatError, match=r"missing.jsonl: no such predictions file"):
+        read_predictions(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("line, change, message", [
+    (2, lambda p: p.pop("unique"), r"line 2: field 'unique': expected true or false, got None"),
+    (2, lambda p: p.update(task="grnding"), r"line 2: field 'task': expected one of \['grounding', .*got 'grnding'"),
+    (2, lambda p: p.update(boxes=[[1, 2, 3, 1, 1, 1]]), r"line 2: field 'boxes': expected a list of at least 0 boxes of 7"),
+    (2, lambda p: p.update(boxes=[[1, 2, 3, 1, float("nan"), 1, 0]]), r"line 2: field 'boxes': expected a list"),
+    (2, lambda p: p.update(gt_boxes=[]), r"line 2: field 'gt_boxes': expected a list of at least 1 boxes"),
+    (3, lambda p: p.update(scene_id="elsewhere"), r"line 3: field 'scene_id': scan2cap captions of 'elsewhere', but no "
+                                                r"grounding record describes that scene"),
+])
+def test_a_prediction_without_what_its_metric_reads_is_refused_with_its_line_and_field(tmp_path, line, change, message):
+    # each of these used to be scored: a missing `unique` counted the target as "multiple", a
+    # misspelt task was left out of every table, a scan2cap record of an undescribed scene dropped
+    # the whole Scan2Cap table
+    from training.evaluate import read_predictions, write_predictions
+
+    box = [1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.0]
+    preds = [{"task": "qa", "answer": "two", "references": ["2"], "well_formed": True}, _grounding("s0", box),
+             {"task": "scan2cap", "scene_id": "s0", "pred_boxes": [box], "captions": ["a box"]}]
+    change(preds[line - 1])
+    with pytest.raises(DataFormatError, match=message):
+        read_predictions(write_predictions(preds, tmp_path / "p.jsonl"))
+
+
+def test_empty_predictions_or_references_are_refused(tmp_path):
+    from training.evaluate import read_predictions, write_predictions
+
+    with pytest.raises(DataFormatError, match="no predictions to score"):
+        read_predictions(write_predictions([], tmp_path / "empty.jsonl"))
+    no_refs = [{"task": "qa", "answer": "two", "references": [], "well_formed": True}]
+    with pytest.raises(DataFormatError, match=r"line 1: field 'references': expected a non-empty list"):
+        read_predictions(write_predictions(no_refs, tmp_path / "norefs.jsonl"))
+
+
+def test_scan2cap_counts_every_described_object_a_scene_without_captions_too():
+    """Scan2Cap's m@kIoU is a mean over every described object: a scene with grounding records
+    and no captions scores 0 for its objects (it used to be left out of the mean)."""
+    from training.evaluate import score
+
+    a, b = [1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.0], [4.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.0]
+    preds = [_grounding("s0", a), _grounding("s0", b), _grounding("s1", a),
+             {"task": "scan2cap", "scene_id": "s0", "pred_boxes": [a, b], "captions": ["the object at 1.0"] * 2}]
+    s2c = score(preds)["scan2cap"]
+    assert s2c["count"] == 3 and s2c["recall@0.5"] == pytest.approx(2 / 3)
+    only_s0 = score(preds[:2] + preds[3:])["scan2cap"]
+    assert only_s0["count"] == 2 and s2c["CIDEr@0.5"] < only_s0["CIDEr@0.5"]
 
 
 def test_sft_phase_bench_times_every_phase_of_real_steps(sft_run):

@@ -8,7 +8,10 @@
     r1 train grpo     --pack runs/fresh/pack --sft-pack runs/nano/pack …   # prompts from other rooms, the SFT term from SFT's
     r1 train all      --recipe config/train/nano.yaml --data data/synth --out runs/nano   # all of the above
     r1 eval --checkpoint runs/nano/grpo/final --pack runs/nano/pack --out runs/nano/eval/grpo --name "R1-nano"
+    r1 eval … --out runs/nano/eval/grpo --no-score     # predictions only (and run.json: the settings)
     r1 eval --predictions runs/nano/eval/grpo/predictions.jsonl --out runs/nano/eval/grpo --name "R1-nano"
+
+`r1 eval` never replaces the results or predictions of an earlier run in --out unless --overwrite.
 
 `--set key=value` overrides any recipe field (dotted, YAML-typed), e.g. `--set sft.steps=50`.
 Multi-GPU: `accelerate launch --config_file config/accelerate/<cfg>.yaml -m r1_ros.cli train sft …`.
@@ -112,8 +115,18 @@ def _eval(args) -> int:
                                    read_predictions, score, write_predictions)
 
     out = Path(args.out)
+    if args.predictions and args.no_score:
+        raise SystemExit("r1 eval: --no-score with --predictions does nothing (they are scored, not made)")
+    # nothing a run saved is replaced without asking: another model's row, or hours of predictions
+    ours = ["results.json", "results.md"] + ([] if args.predictions else ["predictions.jsonl", "run.json"])
+    held = [n for n in ours if (out / n).exists()] if not args.overwrite else []
+    if held:
+        raise SystemExit(f"r1 eval: {out} already holds {', '.join(held)} of an earlier run; give another --out, "
+                         "or --overwrite to replace them")
     if args.predictions:
         preds = read_predictions(args.predictions)
+        settings = Path(args.predictions).parent / "run.json"     # written beside predictions.jsonl
+        run = {**(json.loads(settings.read_text()) if settings.is_file() else {}), "predictions": str(args.predictions)}
     else:
         if not (args.checkpoint and args.pack):
             raise SystemExit("r1 eval: give --checkpoint and --pack (or --predictions to score saved predictions)")
@@ -128,7 +141,9 @@ def _eval(args) -> int:
                "num_views": args.num_views, "tasks": list(args.tasks) if args.tasks else "all",
                "limit": args.limit, "every": args.every, "max_new_tokens": args.max_new_tokens,
                "task_max_new_tokens": TASK_MAX_NEW_TOKENS if budgets is None else budgets,
-               "dense_caption": not args.no_dense_caption, "lm_weights": args.lm_weights, "dtype": args.dtype}
+               # Scan2Cap's references are the grounding descriptions: no grounding, no dense captions
+               "dense_caption": not args.no_dense_caption and (not args.tasks or "grounding" in args.tasks),
+               "lm_weights": args.lm_weights, "dtype": args.dtype}
         print("r1 eval\n" + "".join(f"  {k}: {v}\n" for k, v in run.items()), end="")
         model, _ = load_checkpoint(args.checkpoint, device=_device(args.device),
                                    overrides={"dtype": args.dtype} if args.dtype else None)
@@ -137,16 +152,16 @@ def _eval(args) -> int:
         preds = predict(model, TrainingPack(args.pack), split=args.split, views=args.views,
                         num_views=args.num_views, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         task_max_new_tokens=budgets, cuda_graph=False if args.eager_decoding else None,
-                        limit=args.limit, every=args.every, dense_caption=not args.no_dense_caption,
+                        limit=args.limit, every=args.every, dense_caption=run["dense_caption"],
                         **({"tasks": tuple(args.tasks)} if args.tasks else {}))
         write_predictions(preds, out / "predictions.jsonl")
-        print(f"wrote {len(preds)} predictions to {out / 'predictions.jsonl'}")
+        (out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
+        print(f"wrote {len(preds)} predictions to {out / 'predictions.jsonl'}, the settings to {out / 'run.json'}")
     if args.no_score:
         return 0
     results = score(preds)
-    # scored from a file, the run's settings are those of whoever wrote it: name the file, not our defaults
-    meta = {"predictions": str(args.predictions)} if args.predictions else dict(run)
-    meta["examples"] = prediction_counts(preds)
+    # scored from a file, the settings are those its run.json records (if any), and the file's name
+    meta = {**run, "examples": prediction_counts(preds)}
     pj, pm = save_report(out, {args.name: results}, meta=meta)
     print(pm.read_text())
     return 0
@@ -207,8 +222,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--task-max-new-tokens", nargs="*", metavar="TASK=N",
                    help="per-task new-token budgets (default: planning=384, training.evaluate.TASK_MAX_NEW_TOKENS; "
                    "the flag alone: --max-new-tokens for every task)")
-    e.add_argument("--limit", type=int, default=0, help="only the first N examples (0 = all)")
-    e.add_argument("--every", type=int, default=1, help="keep every N-th example (an evenly spread subset)")
+    e.add_argument("--limit", type=_count(0), default=0, help="only the first N examples (0 = all)")
+    e.add_argument("--every", type=_count(1), default=1, help="keep every N-th example (an evenly spread subset)")
     e.add_argument("--tasks", nargs="+", choices=["grounding", "qa", "dialogue", "planning"],
                    help="only these tasks (default: all)")
     e.add_argument("--device", default="auto", help="cuda, cpu or auto")
@@ -220,7 +235,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "were made before 2026-11-25; greedy answers can differ in the last bits of a logit)")
     e.add_argument("--no-dense-caption", action="store_true")
     e.add_argument("--no-score", action="store_true", help="write predictions only")
+    e.add_argument("--overwrite", action="store_true", help="replace the results (and predictions) already in --out")
     e.set_defaults(func=_eval)
+
+
+def _count(least: int):
+    """argparse type: an integer >= least."""
+    def parse(text: str) -> int:
+        if not text.lstrip("-").isdigit() or int(text) < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
+        return int(text)
+    return parse
 
 
 def _device(name: str) -> str:

@@ -39,7 +39,7 @@ import numpy as np
 from r1_core.data.formats import Scene30KRecord, write_scene30k
 from r1_core.data.graph import SceneGraph, parse_expression
 from r1_core.data.scene import Scene, load_scannet_scene
-from r1_core.data.tasks import DatasetLayout, TaskSample, load_task_samples
+from r1_core.data.tasks import SOURCES, DatasetLayout, TaskSample, load_task_samples
 from r1_core.data.vocab import NOUNS, plural
 from r1_core.model.answer import AnswerFormatError, format_box, format_response, parse_response
 
@@ -85,6 +85,10 @@ class CotConfig:
             raise ValueError("backend 'transformers' needs model_path (a local model directory)")
         if self.positions not in POSITIONS:
             raise ValueError(f"unknown positions {self.positions!r}; choose one of {list(POSITIONS)}")
+        unknown = [s for s in self.sources if s not in SOURCES or s == "scene30k"]
+        if unknown or not self.sources:
+            raise ValueError(f"sources: expected annotation sources among "
+                             f"{[s for s in SOURCES if s != 'scene30k']}, got {list(self.sources)}")
 
 
 # ---------------------------------------------------------------------------------------------

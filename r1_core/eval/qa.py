@@ -27,7 +27,7 @@ Answer normalisation (`normalize_answer`), the rule the 3D-LLM line of work (LEO
 EM: 1 when the normalised prediction equals one of the normalised references.
 EM-R ("refined" EM, as LEO/3D-R1 report it): 1 when EM is 1, or when — with all whitespace
 removed — the normalised prediction is a substring of a normalised reference or a reference
-is a substring of the prediction ("brown" vs "dark brown" counts; "two" vs "twenty" also
+is a substring of the prediction ("brown" vs "dark brown" counts; "six" vs "sixteen" also
 counts, which is the rule's known looseness). An empty (or whitespace-only) normalised prediction
 scores 0 for both; a reference that normalises to "" never matches by containment (the reference code
 would let it match anything).

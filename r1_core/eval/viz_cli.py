@@ -2,7 +2,7 @@
 
     r1 viz --synthetic-seed 3 --out out/viz                     # a synthetic room, GT boxes
     r1 viz --synthetic-seed 3 --objects 7,9 --pred answer.json --out out/viz
-    r1 viz --scannet-root data/scannet --scene-id scene0000_00 --poses poses.npy \\
+    r1 viz --scannet-root data/scannet/scannet_data --scene-id scene0000_00 --poses poses.npy \\
            --intrinsics 577.6,577.6,319.5,239.5,640,480 --out out/viz
     python -m r1_core.eval.viz_cli ...                         # the same without the entry point
     rerun out/viz/scene.rrd                                     # look at the recording
@@ -48,7 +48,8 @@ def _intrinsics(text: str) -> tuple[np.ndarray, int, int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--synthetic-seed", type=int, help="render a synthetic room generated with this seed")
-    src.add_argument("--scannet-root", type=Path, help="root of a ScanNet-preprocessed dataset (with --scene-id)")
+    src.add_argument("--scannet-root", type=Path, help="folder of ScanNet-preprocessed arrays, <scene>_vert.npy etc. "
+                     "(a dataset root's scannet/scannet_data; with --scene-id)")
     p.add_argument("--scene-id", help="scene to load from --scannet-root")
     p.add_argument("--synthetic-kind", default=None, help="room kind of the synthetic scene (default: by seed)")
     p.add_argument("--objects", type=_int_list, default=None, help="ground-truth object ids to draw, e.g. 3,7")
@@ -69,19 +70,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_pred(path: Path) -> dict:
+    from r1_core.data.errors import DataFormatError
+
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable JSON file: {e}") from e
+        raise DataFormatError(path, f"not a readable JSON file: {e}") from None
     if not isinstance(doc, dict) or "boxes" not in doc:
-        raise ValueError(f"{path}: expected a JSON object with a 'boxes' list of [cx,cy,cz,dx,dy,dz,yaw]")
-    boxes = np.asarray(doc["boxes"], dtype=np.float64).reshape(-1, 7) if len(doc["boxes"]) else np.zeros((0, 7))
+        raise DataFormatError(path, "expected a JSON object with a 'boxes' list of [cx,cy,cz,dx,dy,dz,yaw]")
+    raw = doc["boxes"]
+    if not (isinstance(raw, list) and all(
+            isinstance(b, list) and len(b) == 7 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         and np.isfinite(x) for x in b) for b in raw)):
+        raise DataFormatError(path, f"expected a list of boxes of 7 finite numbers (cx cy cz dx dy dz yaw), "
+                                    f"got {raw!r:.80}", field="boxes")
+    boxes = np.asarray(raw, dtype=np.float64).reshape(-1, 7)
     labels = doc.get("labels")
-    if labels is not None and len(labels) != len(boxes):
-        raise ValueError(f"{path}: 'labels' has {len(labels)} entries for {len(boxes)} boxes")
+    if labels is not None and not (isinstance(labels, list) and len(labels) == len(boxes)):
+        raise DataFormatError(path, f"expected a list of {len(boxes)} labels, one per box, got {labels!r:.80}",
+                              field="labels")
     for key in ("question", "reasoning", "answer"):
         if key in doc and not isinstance(doc[key], str):
-            raise ValueError(f"{path}: '{key}' must be a string, got {type(doc[key]).__name__}")
+            raise DataFormatError(path, f"expected a string, got {type(doc[key]).__name__}", field=key)
     return {"boxes": boxes, "labels": labels, **{k: doc.get(k) for k in ("question", "reasoning", "answer")}}
 
 
@@ -96,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = VisualizeConfig()
     if args.frames < 1 or args.keyframes < 0:
-        raise ValueError(f"--frames must be >= 1 and --keyframes >= 0, got {args.frames}, {args.keyframes}")
+        raise SystemExit(f"r1 viz: --frames must be >= 1 and --keyframes >= 0, got {args.frames}, {args.keyframes}")
 
     room = None
     if args.synthetic_seed is not None:
@@ -108,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         from r1_core.data.scene import load_scannet_scene
 
         if not args.scene_id:
-            raise ValueError("--scannet-root needs --scene-id")
+            raise SystemExit("r1 viz: --scannet-root needs --scene-id")
         scene = load_scannet_scene(args.scannet_root, args.scene_id)
 
     if args.objects is None:
@@ -117,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         known = {o.object_id for o in scene.objects}
         missing = [i for i in args.objects if i not in known]
         if missing:
-            raise ValueError(f"--objects: no object(s) {missing} in {scene.scene_id}; it has ids {sorted(known)}")
+            raise SystemExit(f"r1 viz: --objects: no object(s) {missing} in {scene.scene_id}; it has ids {sorted(known)}")
         objs = [scene.object(i) for i in args.objects]
     gt = np.stack([o.box for o in objs]).astype(np.float64) if objs else np.zeros((0, 7))
     gt_labels = [f"{o.label} #{o.object_id}" for o in objs]
@@ -142,9 +152,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.poses is not None:
         arr = np.load(args.poses)
         if arr.ndim != 3 or arr.shape[1:] != (4, 4):
-            raise ValueError(f"{args.poses}: expected (F, 4, 4) T_map_optical poses, got {arr.shape}")
+            from r1_core.data.errors import DataFormatError
+
+            raise DataFormatError(args.poses, f"expected (F, 4, 4) T_map_optical poses, got {arr.shape}")
         if args.intrinsics is None:
-            raise ValueError("--poses needs --intrinsics fx,fy,cx,cy,width,height")
+            raise SystemExit("r1 viz: --poses needs --intrinsics fx,fy,cx,cy,width,height")
         poses = list(arr)
         K, w, h = args.intrinsics
 
