@@ -262,13 +262,23 @@ class ReasoningService:
                 h._finish(error=e)
             return
         t_enc = time.monotonic()
-        samples, views_used = [], []
+        samples, views_used, batched = [], [], []
         for h in handles:
             h._stage(STAGE_SELECTING_VIEWS)
             k = self.cfg.num_views if h.query.num_views is None else h.query.num_views
             views = self.views.select_views(h.query, scene, k) if (self.views is not None and k > 0) else []
+            try:
+                sample = self.model.prepare(scene, views, h.query)
+            except ValueError as e:         # this request (e.g. too long for the model): it fails, not its batch
+                self.stats["failed"] += 1
+                h._finish(error=RequestFailed(f"bad request: {e}"))
+                continue
+            samples.append(sample)
             views_used.append([v.keyframe_id for v in views])
-            samples.append(self.model.prepare(scene, views, h.query))
+            batched.append(h)
+        handles = batched
+        if not handles:
+            return
         t_views = time.monotonic()
         for h in handles:
             h._stage(STAGE_GENERATING)

@@ -9,6 +9,10 @@ rgbd_fusion's `camera_qos: best_effort` subscribes to a sensor-data camera drive
     STATUS     reliable, keep last 10, volatile
     TF         reliable, keep last 100, volatile        /tf
     TF_STATIC  reliable, keep last 1, transient local   /tf_static (as tf2 publishes it)
+    SERVICES   reliable, keep all, volatile             the request services and the Reason action:
+               a burst of requests is queued, not overwritten (the default keeps the last 10, and
+               a caller whose request was overwritten waits forever); the service answers each,
+               if need be with "request queue full"
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ def _p(depth: int, durable: bool = False) -> QoSProfile:
 
 
 CLOUD = _p(1, durable=True)
+SERVICES = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
 STATUS = _p(10)
 TF = _p(100)
 TF_STATIC = _p(1, durable=True)

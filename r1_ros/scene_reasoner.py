@@ -205,10 +205,12 @@ class SceneReasonerNode(LifecycleNode):
                 self.service.set_scene(self._cloud, self._cloud_version)
         g = self._requests
         self._servers = [
-            self.create_service(Ground, "ground", self._srv_ground, callback_group=g),
-            self.create_service(Ask, "ask", self._srv_ask, callback_group=g),
+            self.create_service(Ground, "ground", self._srv_ground, callback_group=g, qos_profile=qos.SERVICES),
+            self.create_service(Ask, "ask", self._srv_ask, callback_group=g, qos_profile=qos.SERVICES),
         ]
         self._action = ActionServer(self, Reason, "reason", execute_callback=self._execute, callback_group=g,
+                                    goal_service_qos_profile=qos.SERVICES, result_service_qos_profile=qos.SERVICES,
+                                    cancel_service_qos_profile=qos.SERVICES,
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
                                     cancel_callback=lambda handle: CancelResponse.ACCEPT)
         self.get_logger().info(f"active: model loaded in {time.monotonic() - t0:.1f} s; serving ground, ask, reason")
@@ -314,7 +316,8 @@ class SceneReasonerNode(LifecycleNode):
                 return None, f"no answer within {timeout + 10.0:.0f} s"
 
     def _publish_markers(self, answer) -> None:
-        if self.marker_pub is not None and len(answer.boxes):
+        """The answer's boxes; an answer without one clears the last answer's (DELETEALL alone)."""
+        if self.marker_pub is not None:
             self.marker_pub.publish(boxes_to_markers(answer.boxes, answer.labels, self._header(),
                                                      lifetime_s=self.cfg.marker_lifetime_s))
 

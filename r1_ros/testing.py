@@ -4,6 +4,7 @@
     # scene_reasoner with model.checkpoint:=path and service.num_views:=2 then answers
     #   Ground(GROUND_TEXT)  -> GROUND_TARGET   (<ref>3</ref>: proposal 3 of the scene's encoding)
     #   Ask(ASK_TEXT)        -> ASK_TARGET
+    #   Ask(PLAIN_TEXT)      -> PLAIN_TARGET    (an answer without a box)
     #   Reason(planning, PLAN_TEXT) -> "<think>go go go ..." that never closes (runs to max_new_tokens)
 
 How: a `tiny` backbone R1Model whose scene, view and pose token projections are zeroed and
@@ -12,8 +13,8 @@ depend only on the request text (and the number of views), then
 LoRA is trained on the three scripted prompts until greedy decoding reproduces every target
 exactly on a cloud and views it never saw. The answers are therefore independent of the scene
 while the boxes still come from the scene (the <ref> resolves to the live cloud's proposal),
-which is what cross-process tests of the nodes need: a well-formed answer with a real box, a
-long stream to cancel, and a request that keeps the worker busy.
+which is what cross-process tests of the nodes need: a well-formed answer with a real box, one
+without a box, a long stream to cancel, and a request that keeps the worker busy.
 """
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ GROUND_TEXT = "the red chair next to the bed"
 GROUND_TARGET = "<think>red chair</think><answer><ref>3</ref></answer>"
 ASK_TEXT = "what is next to the bed?"
 ASK_TARGET = "<think>bed</think><answer>the red chair <ref>3</ref></answer>"
+PLAIN_TEXT = "what colour is the bed?"
+PLAIN_TARGET = "<think>bed</think><answer>white</answer>"
 PLAN_TEXT = "tidy up"
 PLAN_TARGET = "<think>" + "go " * 30          # no closing tag, no end token: rambles on
-SCRIPT = (("grounding", GROUND_TEXT, GROUND_TARGET), ("qa", ASK_TEXT, ASK_TARGET), ("planning", PLAN_TEXT, PLAN_TARGET))
+SCRIPT = (("grounding", GROUND_TEXT, GROUND_TARGET), ("qa", ASK_TEXT, ASK_TARGET), ("qa", PLAIN_TEXT, PLAIN_TARGET),
+          ("planning", PLAN_TEXT, PLAN_TARGET))
 
 
 def tiny_model_config():

@@ -57,7 +57,7 @@ class ViewSelectorNode(Node):
         self.create_subscription(Keyframe, "keyframes", self._on_keyframe, qos.keyframes(100),
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(SelectViews, "select_views", self._srv_select,
-                            callback_group=MutuallyExclusiveCallbackGroup())
+                            callback_group=MutuallyExclusiveCallbackGroup(), qos_profile=qos.SERVICES)
 
     def _on_config(self, cfg: ViewSelectorNodeConfig) -> None:
         self.cfg = cfg

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from r1_ros.testing import ASK_TEXT, GROUND_TEXT, PLAN_TEXT, scripted_checkpoint
+from r1_ros.testing import ASK_TEXT, GROUND_TEXT, PLAIN_TEXT, PLAN_TEXT, scripted_checkpoint
 
 from r1_ros.graph import local_dds_environment  # noqa: E402
 
@@ -180,11 +180,18 @@ def test_replay_fuses_and_ground_returns_a_proposal_box_in_the_map_frame(graph):
 
 
 def test_ask_and_select_views(graph):
+    from visualization_msgs.msg import Marker
+
     from r1_msgs.srv import Ask, SelectViews
 
     c = graph["client"]
     res = c.call(Ask, "ask", Ask.Request(question=ASK_TEXT))
     assert res.success and res.answer.startswith("the red chair <box>") and len(res.boxes) == 1, res.message
+    wait(lambda: c.markers and any(m.type == Marker.CUBE for m in c.markers[-1].markers), "the answer's box", 10)
+    res = c.call(Ask, "ask", Ask.Request(question=PLAIN_TEXT))
+    assert res.success and res.answer == "white" and len(res.boxes) == 0, res.message
+    # an answer without a box clears the last answer's markers (they used to stay on screen)
+    wait(lambda: [m.action for m in c.markers[-1].markers] == [Marker.DELETEALL], "the markers to clear", 10)
     res = c.call(SelectViews, "select_views", SelectViews.Request(text="the red chair next to the bed", k=2))
     assert res.success and len(res.keyframes) == 2 and len(res.scores) == 2
     for kf in res.keyframes:
@@ -250,6 +257,20 @@ def test_full_queue_rejects_at_once_and_queued_request_is_served(graph):
     wait(handle.cancel_goal_async().done, "cancel", 10)
     wait(queued.done, "the queued request", 60)
     assert queued.result().success and len(queued.result().boxes) == 1
+
+
+def test_a_burst_of_requests_gets_an_answer_for_every_one(graph):
+    # the services' request history used to be the default keep-last-10: a burst overwrote the
+    # oldest requests before the executor took them, and their callers waited forever
+    from r1_msgs.srv import Ground
+
+    c = graph["client"]
+    client = c.client(Ground, "ground")
+    futures = [client.call_async(Ground.Request(expression=GROUND_TEXT)) for _ in range(40)]
+    wait(lambda: all(f.done() for f in futures), f"answers to all {len(futures)} requests", 120)
+    results = [f.result() for f in futures]
+    assert all(r.success or "request queue full" in r.message for r in results), {r.message for r in results}
+    assert any(r.success for r in results)
 
 
 def test_failing_requests_do_not_stop_the_node(graph):

@@ -71,3 +71,20 @@ def test_full_queue_rejects_at_once_and_cancel_ends_a_request(model):
         assert len(svc.ask(SceneQuery("grounding", GROUND_TEXT)).boxes) == 1     # still serving
     finally:
         svc.stop()
+
+
+def test_a_request_too_long_for_the_model_fails_alone_not_its_batch(model):
+    _, scene = model
+    svc = ReasoningService(model[0], ServiceConfig(num_views=2, max_new_tokens=64, max_batch=4), views=FixedViews())
+    svc.set_scene(scene.points, version=1)
+    # queued before the worker starts, so the three are served as one batch
+    handles = [svc.submit(SceneQuery("grounding", text)) for text in (GROUND_TEXT, "where " * 600, GROUND_TEXT)]
+    svc.start()
+    try:
+        with pytest.raises(RequestFailed, match=r"bad request: sample of \d+ tokens exceeds max_length"):
+            handles[1].result(timeout=60)
+        for h in (handles[0], handles[2]):
+            assert len(h.result(timeout=60).boxes) == 1
+        assert svc.stats["failed"] == 1 and svc.stats["served"] == 2
+    finally:
+        svc.stop()
