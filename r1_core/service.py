@@ -150,7 +150,8 @@ class ReasoningService:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker: pending requests fail with 'shutting down'."""
+        """Stop the worker: the running batch stops at its next token and, like the queued
+        requests, fails with 'service shutting down'."""
         self._stop.set()
         self._worker.join(timeout)
         while True:
@@ -297,7 +298,8 @@ class ReasoningService:
                 timed_out = time.monotonic() > h.deadline and not h.cancelled
                 key = "timed_out" if timed_out else "cancelled"
                 self.stats[key] += 1
-                msg = (f"timed out after {time.monotonic() - h.submitted:.1f} s" if timed_out else "cancelled")
+                msg = (f"timed out after {time.monotonic() - h.submitted:.1f} s" if timed_out else
+                       "cancelled" if h.cancelled else "service shutting down")
                 h._finish(error=RequestFailed(msg, raw=res.text))
                 continue
             try:
@@ -307,9 +309,8 @@ class ReasoningService:
                 self.stats["failed"] += 1
                 h._finish(error=RequestFailed(f"model output malformed: {e}", raw=res.text))
 
-    @staticmethod
-    def _cancel_fn(h: RequestHandle) -> Callable[[], bool]:
-        return lambda: h.cancelled or time.monotonic() > h.deadline
+    def _cancel_fn(self, h: RequestHandle) -> Callable[[], bool]:
+        return lambda: h.cancelled or time.monotonic() > h.deadline or self._stop.is_set()
 
     def _to_answer(self, raw: str, scene: SceneEncoding, view_ids: list[int], timings: dict) -> SceneAnswer:
         resolved = resolve_refs(raw, scene.boxes)

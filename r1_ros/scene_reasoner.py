@@ -108,6 +108,8 @@ class SceneReasonerNode(LifecycleNode):
         self.ignored = DropCounter(self.get_logger().warning, 30.0)
         self._requests = ReentrantCallbackGroup()
         self._inputs = MutuallyExclusiveCallbackGroup()
+        self._in_flight = 0               # requests inside run_request (their callers await a reply)
+        self._in_flight_lock = threading.Lock()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -217,15 +219,21 @@ class SceneReasonerNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # the requests first: the running batch stops at its next token and it and the queued ones
+        # are answered "service shutting down" while the servers can still send the replies
+        service, self.service = self.service, None        # a request from now on: "not active"
+        if service is not None:
+            service.stop()
+        deadline = time.monotonic() + 5.0
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)                   # the executor sends a reply after its callback returns
         for srv in self._servers:
             self.destroy_service(srv)
         self._servers = []
         if getattr(self, "_action", None) is not None:
             self._action.destroy()
             self._action = None
-        if self.service is not None:
-            self.service.stop()
-            self.service = None
         self.model = None                 # frees the weights (llama_ros: deactivate unloads)
         if self.cfg.device.startswith("cuda"):
             import torch
@@ -289,6 +297,15 @@ class SceneReasonerNode(LifecycleNode):
     def run_request(self, query, on_stage: Callable | None = None, on_text: Callable | None = None,
                     cancelled: Callable[[], bool] | None = None):
         """(SceneAnswer, "") or (None, why it failed). Never raises for a failing request."""
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            return self._run_request(query, on_stage, on_text, cancelled)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def _run_request(self, query, on_stage, on_text, cancelled):
         from r1_core.service import QueueFull, RequestFailed
 
         svc = self.service

@@ -264,8 +264,12 @@ def test_a_burst_of_requests_gets_an_answer_for_every_one(graph):
     # oldest requests before the executor took them, and their callers waited forever
     from r1_msgs.srv import Ground
 
+    from r1_ros import qos
+
     c = graph["client"]
-    client = c.client(Ground, "ground")
+    # keep-all on the client's side too: 40 replies at once would overwrite a keep-last-10 history
+    client = c.node.create_client(Ground, "ground", qos_profile=qos.SERVICES)
+    assert client.wait_for_service(timeout_sec=30)
     futures = [client.call_async(Ground.Request(expression=GROUND_TEXT)) for _ in range(40)]
     wait(lambda: all(f.done() for f in futures), f"answers to all {len(futures)} requests", 120)
     results = [f.result() for f in futures]
@@ -337,7 +341,27 @@ def test_lifecycle_deactivate_unloads_and_activate_reloads(graph):
 
 
 def test_graph_stops_cleanly_on_sigint(graph):
+    # requests in flight at shutdown get their reply ("service shutting down") before the servers
+    # go, and a running generation stops at its next token: they used to get no reply at all
+    from action_msgs.msg import GoalStatus
+
+    from r1_msgs.srv import Ground
+
+    c = graph["client"]
+    feedback: list = []
+    handle = _start_rambler(c, feedback)                         # runs for 4000 tokens
+    wait(lambda: any(f.text_delta for f in feedback), "generation to start", 60)
+    queued = c.client(Ground, "ground").call_async(Ground.Request(expression=GROUND_TEXT))
+    result = handle.get_result_async()
+    time.sleep(1.0)
+    t0 = time.monotonic()
     graph["codes"] = graph["up"].stop()
+    took = time.monotonic() - t0
+    wait(lambda: result.done() and queued.done(), "replies to the requests in flight", 10)
+    assert result.result().status == GoalStatus.STATUS_ABORTED
+    assert result.result().result.message == "service shutting down"
+    assert not queued.result().success and queued.result().message == "service shutting down"
+    assert took < 10, took
     log = Path(graph["log"]).read_text()
     assert graph["codes"] == {"rgbd_fusion": 0, "view_selector": 0, "scene_reasoner": 0, "bag_replay": 0}, log[-4000:]
     assert "terminate called" not in log and "Traceback" not in log, log[-4000:]
