@@ -13,6 +13,8 @@ stride allows it.
 from __future__ import annotations
 
 import math
+import threading
+from typing import Callable
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -330,14 +332,15 @@ def boxes_to_markers(boxes: np.ndarray, labels: list[str], header, ns: str = "r1
 
 
 # ---- keyframes ------------------------------------------------------------------------------
-def keyframe_to_msg(kf, header, image_frame: str = ""):
+def keyframe_to_msg(kf, header, image_frame: str = "", map_id: int = 0):
     """r1_core.views.Keyframe -> r1_msgs/Keyframe (stored colour rgb8, depth 16UC1 mm, its K;
-    header in the map frame, images in `image_frame`)."""
+    header in the map frame, images in `image_frame`; the fusion map's `map_id`)."""
     from r1_msgs.msg import Keyframe as KeyframeMsg
 
     m = KeyframeMsg()
     m.header = header
     m.id = int(kf.keyframe_id) & 0xFFFFFFFF
+    m.map_id = int(map_id)
     img_header = type(header)(stamp=header.stamp, frame_id=image_frame or header.frame_id)
     m.color = array_to_image(kf.color, "rgb8", img_header)
     m.depth = array_to_image(kf.depth_mm, "16UC1", img_header)
@@ -357,3 +360,26 @@ def msg_to_keyframe_arrays(m) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     K = camera_info_to_K(m.camera_info)
     T = pose_to_matrix(m.pose)
     return color, depth, K, T, stamp_ns(m.header.stamp) * 1e-9
+
+
+class CurrentMap:
+    """The fusion map a node's keyframes belong to. rgbd_fusion stamps its status and keyframes
+    with `map_id` (when the map began); a reset or a loaded map begins a new one, and the
+    keyframes of the old map must not be offered as views of the new one (nor the latched ones
+    a late joiner receives)."""
+
+    def __init__(self, on_new_map: Callable[[int], None]):
+        self.map_id = 0
+        self._on_new_map = on_new_map
+        self._lock = threading.Lock()
+
+    def observe(self, map_id: int) -> bool:
+        """False for an older map's id (its keyframe is to be ignored); a newer one calls
+        `on_new_map` first."""
+        with self._lock:
+            if map_id < self.map_id:
+                return False
+            if map_id > self.map_id:
+                self.map_id = map_id
+                self._on_new_map(map_id)
+            return True

@@ -86,6 +86,7 @@ class RgbdFusionNode(Node):
                                f"depth from {cfg.depth_source}, pose from {cfg.pose_source}")
         self.fmap = FusionMap(cfg.fusion)
         self.bank = KeyframeBank(cfg.bank)
+        self.map_id = time.time_ns()      # when this map began: reset and load_map begin a new one
         self.tf = TransformBuffer(cfg.tf_cache_s)
         self.sync = PairSync(int(cfg.sync_tolerance_s * 1e9), max_pending=cfg.queue_size)
         self.infos = StampedCache(max_items=2 * cfg.queue_size + 60)    # covers every queued frame
@@ -338,7 +339,7 @@ class RgbdFusionNode(Node):
                 self.last_stamp = self.last_fused_stamp = f.stamp
                 self._map_changed = True
                 self._last_fused_wall = time.monotonic()
-                bank = self.bank
+                bank, map_id = self.bank, self.map_id       # the map this frame went into
         if not res.fused:
             self.drops.drop(res.reason or "rejected", res.message)
             return True
@@ -360,7 +361,7 @@ class RgbdFusionNode(Node):
             if inserted:
                 kf = bank.keyframes()[-1]
                 header = Header(stamp=f.color.header.stamp, frame_id=cfg.map_frame)
-                self.keyframe_pub.publish(keyframe_to_msg(kf, header, image_frame))
+                self.keyframe_pub.publish(keyframe_to_msg(kf, header, image_frame, map_id))
         return True
 
     def _maybe_publish_cloud(self) -> None:
@@ -406,6 +407,7 @@ class RgbdFusionNode(Node):
         m.num_voxels = len(self.fmap)
         m.num_keyframes = len(self.bank)
         m.voxel_size = float(self.cfg.fusion.voxel_size)
+        m.map_id = self.map_id
         return m
 
     def _publish_status(self) -> None:
@@ -416,6 +418,7 @@ class RgbdFusionNode(Node):
             self.fmap.clear()
             self.bank = KeyframeBank(self.cfg.bank)
             self.last_stamp = -(1 << 62)
+            self.map_id = time.time_ns()
             self._map_changed = True
         res.success, res.message = True, "fusion map and keyframe bank cleared"
         self.get_logger().info(res.message)
@@ -440,6 +443,8 @@ class RgbdFusionNode(Node):
             return res
         with self._map_lock:
             self.fmap = fmap
+            self.bank = KeyframeBank(self.cfg.bank)     # views of the map it replaces
+            self.map_id = time.time_ns()
             self._map_changed = True
             n = len(fmap)
         res.success, res.message, res.num_voxels = True, f"loaded {n} voxels from {req.path}", n

@@ -282,11 +282,17 @@ def test_bad_inputs_are_dropped_counted_logged_once_and_leave_the_map_intact(fra
         status = client.settled(fused=fused + 2, dropped=dropped)
         assert status.frames_older_pose == older0 + 1
 
-        # map services
+        # map services: reset and load_map each begin a new map (map_id), so the keyframes of the
+        # old one are told apart downstream
+        first_map = client.status.map_id
+        assert first_map > 0
         assert client.call(Trigger, "/rgbd_fusion/reset", Trigger.Request()).success
         client.wait(lambda: client.status.num_voxels == 0, "the reset map")
+        reset_map = client.status.map_id
+        assert reset_map > first_map and client.status.num_keyframes == 0
         res = client.call(MapFile, "/rgbd_fusion/load_map", MapFile.Request(path=str(before)))
         assert res.success and res.num_voxels == voxels
+        client.wait(lambda: client.status.map_id > reset_map, "the loaded map's id")
         res = client.call(MapFile, "/rgbd_fusion/load_map", MapFile.Request(path=str(tmp_path / "nope.npz")))
         assert not res.success and "nope.npz" in res.message and "not found" in res.message
     finally:

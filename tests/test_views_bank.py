@@ -223,6 +223,21 @@ def test_snapshot_cached_until_change():
     assert s2 is not s1 and len(s2) == 2 and len(s1) == 1
 
 
+def test_clear_empties_the_bank_in_place_and_it_fills_again_exactly():
+    w = world()
+    bank, fresh = KeyframeBank(), KeyframeBank()
+    for yaw, stamp in ((0, 0.0), (120, 1.0)):
+        bank.offer(*frame(w, yaw)[:2], K, frame(w, yaw)[2], stamp)
+    before = bank.snapshot()
+    bank.clear()
+    assert len(bank) == 0 and len(bank.snapshot()) == 0 and len(before) == 2 and bank.memory_bytes() == 0
+    # after the clear the bank behaves as a new one: the same frame is inserted (no coverage gate
+    # from the old map) with the same voxel set
+    c, d, T = frame(w, 240)
+    assert bank.offer(c, d, K, T, 2.0) and fresh.offer(c, d, K, T, 2.0)
+    assert bank_keys(bank, 0) == bank_keys(fresh, 0)
+
+
 def test_concurrent_offer_and_snapshot():
     w = world()
     frames = _spin_frames(w, 16)

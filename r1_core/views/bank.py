@@ -324,6 +324,12 @@ class KeyframeBank:
     def __init__(self, cfg: BankConfig | None = None):
         self.cfg = cfg or BankConfig()
         self._lock = threading.RLock()
+        self._version = 0
+        self._empty()
+        self.stats = {"offered": 0, "inserted": 0, "rejected_pose": 0, "rejected_coverage": 0,
+                      "rejected_empty": 0, "evicted": 0}
+
+    def _empty(self) -> None:
         self._kfs: list[Keyframe] = []
         self._overlap = np.zeros((0, 0), np.int32)
         # voxel table: id -> key / centre / count of keyframes seeing it / colour sum
@@ -334,15 +340,19 @@ class KeyframeBank:
         self._count = np.zeros(0, np.int32)
         self._rgb_sum = np.zeros((0, 3), np.float32)   # exact: sums of uint8 stay far below 2^24
         self._nvox = 0
-        self._version = 0
         self._snapshot: BankSnapshot | None = None
-        self.stats = {"offered": 0, "inserted": 0, "rejected_pose": 0, "rejected_coverage": 0,
-                      "rejected_empty": 0, "evicted": 0}
 
     # ---- public ----------------------------------------------------------------------------------
     def __len__(self) -> int:
         with self._lock:
             return len(self._kfs)
+
+    def clear(self) -> None:
+        """Drop every keyframe (the map they saw is gone: a fusion reset or a loaded map). The
+        bank stays the same object, so a selector holding it sees the change."""
+        with self._lock:
+            self._empty()
+            self._version += 1
 
     @property
     def version(self) -> int:
