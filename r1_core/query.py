@@ -30,8 +30,9 @@ class SceneQuery:
             if self.target_box is None:
                 raise ValueError("task 'object_caption' needs target_box (the object to describe)")
             box = np.asarray(self.target_box, dtype=np.float32).reshape(-1)
-            if box.shape[0] not in (6, 7) or not np.all(np.isfinite(box)):
-                raise ValueError(f"target_box: expected 6 or 7 finite numbers, got {box.tolist()}")
+            if box.shape[0] not in (6, 7) or not np.all(np.isfinite(box)) or not np.all(box[3:6] > 0):
+                raise ValueError(f"target_box: expected 6 or 7 finite numbers (cx cy cz dx dy dz [yaw]) with "
+                                 f"sizes > 0, got {box.tolist()}")
             self.target_box = np.concatenate([box, np.zeros(7 - box.shape[0], np.float32)])
         if self.num_views is not None and self.num_views < 0:
             raise ValueError(f"num_views must be >= 0, got {self.num_views}")

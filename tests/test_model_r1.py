@@ -164,6 +164,8 @@ def test_bad_queries():
         SceneQuery("dance", "x")
     with pytest.raises(ValueError, match="needs target_box"):
         SceneQuery("object_caption")
+    with pytest.raises(ValueError, match="target_box: expected .* sizes > 0, got"):     # it used to be captioned
+        SceneQuery("object_caption", target_box=np.zeros(7))
     with pytest.raises(ValueError, match="non-empty text"):
         SceneQuery("qa", "  ")
 
