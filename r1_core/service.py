@@ -141,6 +141,7 @@ class ReasoningService:
         self._encoding: SceneEncoding | None = None
         self._encoded_version: int | None = None
         self._stop = threading.Event()
+        self._submit_lock = threading.Lock()   # a request is queued before stop() or refused after it
         self._worker = threading.Thread(target=self._run, name="r1-reasoner", daemon=True)
         self.stats = {"served": 0, "failed": 0, "rejected": 0, "cancelled": 0, "timed_out": 0}
 
@@ -152,7 +153,8 @@ class ReasoningService:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker: the running batch stops at its next token and, like the queued
         requests, fails with 'service shutting down'."""
-        self._stop.set()
+        with self._submit_lock:
+            self._stop.set()
         self._worker.join(timeout)
         while True:
             try:
@@ -196,13 +198,14 @@ class ReasoningService:
                on_text: Callable[[str], None] | None = None, timeout_s: float | None = None) -> RequestHandle:
         h = RequestHandle(query, on_stage, on_text)
         h.deadline = h.submitted + (timeout_s or self.cfg.request_timeout_s)
-        if self._stop.is_set():
-            raise RequestFailed("service shutting down")
-        try:
-            self._queue.put_nowait(h)
-        except queue.Full:
-            self.stats["rejected"] += 1
-            raise QueueFull(f"request queue full ({self.cfg.max_queue} waiting); try again later") from None
+        with self._submit_lock:       # else a request queued after stop() drained the queue waits forever
+            if self._stop.is_set():
+                raise RequestFailed("service shutting down")
+            try:
+                self._queue.put_nowait(h)
+            except queue.Full:
+                self.stats["rejected"] += 1
+                raise QueueFull(f"request queue full ({self.cfg.max_queue} waiting); try again later") from None
         return h
 
     def ask(self, query: SceneQuery, timeout_s: float | None = None, **callbacks) -> SceneAnswer:

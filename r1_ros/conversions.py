@@ -364,22 +364,32 @@ def msg_to_keyframe_arrays(m) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 class CurrentMap:
     """The fusion map a node's keyframes belong to. rgbd_fusion stamps its status and keyframes
-    with `map_id` (when the map began); a reset or a loaded map begins a new one, and the
-    keyframes of the old map must not be offered as views of the new one (nor the latched ones
-    a late joiner receives)."""
+    with `map_id` (a new id when it starts, resets or loads a map); the keyframes of another map
+    must not be offered as views of this one (nor the latched ones a late joiner receives).
+    rgbd_fusion's status decides the current map (ids are compared for equality, so a restart with
+    a clock that went back still begins a new map); until a status has come, keyframes do."""
 
     def __init__(self, on_new_map: Callable[[int], None]):
         self.map_id = 0
+        self._from_status = False
         self._on_new_map = on_new_map
         self._lock = threading.Lock()
 
-    def observe(self, map_id: int) -> bool:
-        """False for an older map's id (its keyframe is to be ignored); a newer one calls
-        `on_new_map` first."""
+    def status(self, map_id: int) -> None:
+        """rgbd_fusion's current map: another id begins a new map (`on_new_map`)."""
         with self._lock:
-            if map_id < self.map_id:
-                return False
-            if map_id > self.map_id:
+            self._from_status = True
+            if map_id != self.map_id:
                 self.map_id = map_id
                 self._on_new_map(map_id)
+
+    def keyframe(self, map_id: int) -> bool:
+        """Whether a keyframe of map `map_id` belongs to the current map (False: ignore it)."""
+        with self._lock:
+            if map_id == self.map_id:
+                return True
+            if self._from_status:
+                return False
+            self.map_id = map_id          # no status yet: the newest keyframes' map, provisionally
+            self._on_new_map(map_id)
             return True

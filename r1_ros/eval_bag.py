@@ -45,7 +45,8 @@ def _samples(data: Path, split: str, sources: list[str], scene_id: str | None):
         if len(ids) != 1:
             raise SystemExit(f"r1 eval-bag: the question files cover scenes {ids[:10]}; name the bag's with --scene-id")
         scene_id = ids[0]
-    chosen = [s for s in samples if s.scene_id == scene_id and s.task in ("grounding", "planning", *ASK_TASKS)]
+    chosen = [s for s in samples if s.scene_id == scene_id and s.task in ("grounding", "planning", *ASK_TASKS)
+              and (s.task == "grounding" or s.answers)]      # a question without an answer cannot be scored
     if not chosen:
         raise SystemExit(f"r1 eval-bag: no grounding/qa/dialogue/planning annotation of {scene_id} in {sources}")
     return scene_id, chosen

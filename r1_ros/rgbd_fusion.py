@@ -420,6 +420,7 @@ class RgbdFusionNode(Node):
             self.last_stamp = -(1 << 62)
             self.map_id = time.time_ns()
             self._map_changed = True
+        self._publish_status()            # the new map_id, before any keyframe of the new map
         res.success, res.message = True, "fusion map and keyframe bank cleared"
         self.get_logger().info(res.message)
         return res
@@ -447,6 +448,7 @@ class RgbdFusionNode(Node):
             self.map_id = time.time_ns()
             self._map_changed = True
             n = len(fmap)
+        self._publish_status()
         res.success, res.message, res.num_voxels = True, f"loaded {n} voxels from {req.path}", n
         self.get_logger().info(res.message)
         return res

@@ -100,6 +100,7 @@ def run_node(factory: Callable[[], object], args: list[str] | None = None, threa
             except KeyboardInterrupt:
                 node.get_logger().info("stopped while starting")
             except ValueError as e:
+                starting.clear()          # a signal now must not turn this failure into a clean stop
                 node.get_logger().error(f"cannot start: {e}")
                 rc = 2
                 stop.set()

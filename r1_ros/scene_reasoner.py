@@ -153,7 +153,7 @@ class SceneReasonerNode(LifecycleNode):
             self.create_subscription(PointCloud2, "fused_cloud", self._on_cloud, qos.CLOUD, callback_group=self._inputs),
             self.create_subscription(Keyframe, "keyframes", self._on_keyframe, qos.keyframes(100),
                                      callback_group=self._inputs),
-            self.create_subscription(FusionStatus, "fusion_status", lambda m: self.map.observe(m.map_id), qos.STATUS,
+            self.create_subscription(FusionStatus, "fusion_status", lambda m: self.map.status(m.map_id), qos.STATUS,
                                      callback_group=self._inputs),
         ]
         self.marker_pub = self.create_lifecycle_publisher(MarkerArray, "answer_markers", qos.CLOUD)
@@ -227,9 +227,15 @@ class SceneReasonerNode(LifecycleNode):
         service, self.service = self.service, None        # a request from now on: "not active"
         if service is not None:
             service.stop()
-        deadline = time.monotonic() + 5.0
-        while self._in_flight and time.monotonic() < deadline:
+        # until no request has been in flight for 0.5 s: requests still waiting in the (keep-all)
+        # service queues are taken and answered "not active" meanwhile
+        now = time.monotonic()
+        deadline, quiet_since = now + 5.0, now
+        while now < deadline and now - quiet_since < 0.5:
+            if self._in_flight:
+                quiet_since = now
             time.sleep(0.02)
+            now = time.monotonic()
         time.sleep(0.2)                   # the executor sends a reply after its callback returns
         for srv in self._servers:
             self.destroy_service(srv)
@@ -289,9 +295,9 @@ class SceneReasonerNode(LifecycleNode):
             self.bank.clear()
 
     def _on_keyframe(self, msg) -> None:
-        if not self.map.observe(msg.map_id):
+        if not self.map.keyframe(msg.map_id):
             self.ignored.drop("old_map_keyframe", f"keyframe {msg.id} belongs to fusion map {msg.map_id}, "
-                                                  f"which a reset or load_map replaced")
+                                                  f"not the current one ({self.map.map_id})")
             return
         try:
             color, depth, K, T, stamp = msg_to_keyframe_arrays(msg)

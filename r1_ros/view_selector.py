@@ -57,7 +57,7 @@ class ViewSelectorNode(Node):
         self.map = CurrentMap(self._on_new_map)
         inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Keyframe, "keyframes", self._on_keyframe, qos.keyframes(100), callback_group=inputs)
-        self.create_subscription(FusionStatus, "fusion_status", lambda m: self.map.observe(m.map_id), qos.STATUS,
+        self.create_subscription(FusionStatus, "fusion_status", lambda m: self.map.status(m.map_id), qos.STATUS,
                                  callback_group=inputs)
         self.create_service(SelectViews, "select_views", self._srv_select,
                             callback_group=MutuallyExclusiveCallbackGroup(), qos_profile=qos.SERVICES)
@@ -71,9 +71,9 @@ class ViewSelectorNode(Node):
         self.bank.clear()
 
     def _on_keyframe(self, msg) -> None:
-        if not self.map.observe(msg.map_id):
+        if not self.map.keyframe(msg.map_id):
             self.ignored.drop("old_map_keyframe", f"keyframe {msg.id} belongs to fusion map {msg.map_id}, "
-                                                  f"which a reset or load_map replaced")
+                                                  f"not the current one ({self.map.map_id})")
             return
         try:
             color, depth, K, T, stamp = msg_to_keyframe_arrays(msg)

@@ -678,3 +678,18 @@ def test_reasoner_names_a_cuda_device_torch_does_not_have():
     with pytest.raises(ValueError, match=r"device 'cuda:99': torch sees \d+ CUDA device\(s\) .*; use device:=cpu"):
         check_model_source(ReasonerNodeConfig(device="cuda:99"))
     check_model_source(ReasonerNodeConfig(device="cpu"))          # the bundled checkpoint is there
+
+
+def test_current_map_follows_the_fusion_status_and_drops_other_maps_keyframes():
+    from r1_ros.conversions import CurrentMap
+
+    began: list[int] = []
+    m = CurrentMap(began.append)
+    # a late joiner: latched keyframes of an old map, then the new map's, before any status
+    assert m.keyframe(5) and m.keyframe(5) and m.keyframe(9)
+    assert began == [5, 9]
+    m.status(9)                                   # the status agrees: nothing new
+    assert began == [5, 9] and not m.keyframe(5) and m.keyframe(9)
+    # a reset, or a restart whose clock went back: the status decides, by equality
+    m.status(3)
+    assert began == [5, 9, 3] and not m.keyframe(9) and m.keyframe(3)

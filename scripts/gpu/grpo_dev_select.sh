@@ -41,7 +41,8 @@ ${PYTHON:-python3} bench/select_checkpoint.py --baseline "$W/dev/sft/predictions
 pick=$(${PYTHON:-python3} -c "import json,sys; print(json.load(open(sys.argv[1]))['pick'])" "$W/dev/selection.json")
 echo "=== pick: $pick"
 case " ${EXTRA_CANDIDATES:-} " in *" $pick="*) extra=1 ;; *) extra=0 ;; esac
-if [ "$extra" = 0 ] && { [ "$pick" != final ] || [ "${EVAL_FINAL:-0}" = 1 ]; }; then
+if [ "$extra" = 0 ] && { [ "$pick" != final ] || [ "${EVAL_FINAL:-0}" = 1 ]; } \
+   && [ ! -f "$W/eval/grpo_$pick/predictions.jsonl" ]; then     # a rerun keeps what an earlier one made
   $R eval --checkpoint "$W/run/grpo/$pick" --pack "$W/run/pack" --out "$W/eval/grpo_$pick" --no-score \
     --batch-size $EVAL_BATCH ${EVAL_TASKS:+--tasks $EVAL_TASKS}
 fi
