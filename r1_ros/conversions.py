@@ -362,34 +362,47 @@ def msg_to_keyframe_arrays(m) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return color, depth, K, T, stamp_ns(m.header.stamp) * 1e-9
 
 
-class CurrentMap:
-    """The fusion map a node's keyframes belong to. rgbd_fusion stamps its status and keyframes
-    with `map_id` (a new id when it starts, resets or loads a map); the keyframes of another map
-    must not be offered as views of this one (nor the latched ones a late joiner receives).
-    rgbd_fusion's status decides the current map (ids are compared for equality, so a restart with
-    a clock that went back still begins a new map); until a status has come, keyframes do."""
+class MapKeyframes:
+    """A downstream node's keyframe input (view_selector, scene_reasoner): the keyframes of
+    rgbd_fusion's current map go into `bank`. rgbd_fusion stamps its status and keyframes with
+    `map_id` (a new id when it starts, resets or loads a map); the keyframes of another map must
+    not be offered as views of this one (nor the latched ones a late joiner receives). The status
+    decides the current map (ids are compared for equality, so a restart with a clock that went
+    back still begins a new map); until a status has come, keyframes do. Unusable keyframes are
+    counted in `ignored` (a DropCounter)."""
 
-    def __init__(self, on_new_map: Callable[[int], None]):
+    def __init__(self, bank, ignored, log: Callable[[str], None]):
+        self.bank = bank
         self.map_id = 0
+        self._ignored = ignored
+        self._log = log
         self._from_status = False
-        self._on_new_map = on_new_map
         self._lock = threading.Lock()
 
-    def status(self, map_id: int) -> None:
-        """rgbd_fusion's current map: another id begins a new map (`on_new_map`)."""
+    def on_status(self, msg) -> None:
+        """fusion_status: another map_id begins a new map."""
         with self._lock:
             self._from_status = True
-            if map_id != self.map_id:
-                self.map_id = map_id
-                self._on_new_map(map_id)
+            if msg.map_id != self.map_id:
+                self._new_map(msg.map_id)
 
-    def keyframe(self, map_id: int) -> bool:
-        """Whether a keyframe of map `map_id` belongs to the current map (False: ignore it)."""
+    def on_keyframe(self, msg) -> None:
+        """keyframes: one of the current map is offered to the bank."""
         with self._lock:
-            if map_id == self.map_id:
-                return True
-            if self._from_status:
-                return False
-            self.map_id = map_id          # no status yet: the newest keyframes' map, provisionally
-            self._on_new_map(map_id)
-            return True
+            if msg.map_id != self.map_id:
+                if self._from_status:
+                    self._ignored.drop("old_map_keyframe", f"keyframe {msg.id} belongs to fusion map {msg.map_id}, "
+                                                           f"not the current one ({self.map_id})")
+                    return
+                self._new_map(msg.map_id)   # no status yet: the newest keyframes' map, provisionally
+        try:
+            color, depth, K, T, stamp = msg_to_keyframe_arrays(msg)
+            self.bank.offer(color, depth, K, T, stamp)
+        except (BadInput, ValueError) as e:
+            self._ignored.drop("bad_keyframe", f"keyframe {msg.id}: {e}")
+
+    def _new_map(self, map_id: int) -> None:
+        if len(self.bank):
+            self._log(f"a new fusion map ({map_id}): the {len(self.bank)} keyframes of the last one dropped")
+        self.bank.clear()
+        self.map_id = map_id

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -157,11 +156,8 @@ CHECKS: list[Callable[[], Check]] = [_versions, _torch_device, _interfaces, _rcl
 def run_checks(params_file: str = "") -> list[Check]:
     results = []
     for check in CHECKS:
-        if check is _node_configs and params_file:
-            check = functools.partial(_node_configs, params_file)
-            check.__name__ = "_node_configs"
         try:
-            results.append(check())
+            results.append(_node_configs(params_file) if check is _node_configs else check())
         except Exception as e:  # a check that crashes is a failed check, reported as such
             results.append(Check(check.__name__.strip("_"), False, f"{type(e).__name__}: {e}"))
     return results

@@ -78,11 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.update(local_dds_environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from training.evaluate import refuse_earlier_run, score, write_predictions
+
     out = Path(args.out)
-    held = [n for n in ("predictions.jsonl", "results.json", "results.md") if (out / n).exists()]
-    if held and not args.overwrite:
-        raise SystemExit(f"r1 eval-bag: {out} already holds {', '.join(held)} of an earlier run; give another "
-                         "--out, or --overwrite to replace them")
+    refuse_earlier_run(out, ["predictions.jsonl", "results.json", "results.md"], args.overwrite, "r1 eval-bag")
     out.mkdir(parents=True, exist_ok=True)
     if args.demo:
         from r1_core.data.synthetic.demo import ensure_demo_assets
@@ -105,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
     from r1_core.eval.grounding import scanrefer_class, scanrefer_unique_lookup
     from r1_core.eval.report import save_report
     from r1_ros.demo import GraphSession
-    from training.evaluate import score, write_predictions
 
     scene = load_scannet_scene(DatasetLayout(data).scannet_dir, scene_id)
     camera = {"camera_namespace": args.camera_namespace, "color_topic": args.color_topic,

@@ -37,8 +37,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from r1_ros import qos
 from r1_ros.configs import ReasonerNodeConfig, downstream_bank, resolve_path, shared_defaults
-from r1_ros.conversions import (BadInput, CurrentMap, boxes_to_markers, boxes_to_msgs, msg_to_box,
-                                msg_to_keyframe_arrays, pointcloud2_to_cloud)
+from r1_ros.conversions import (BadInput, MapKeyframes, boxes_to_markers, boxes_to_msgs, msg_to_box,
+                                pointcloud2_to_cloud)
 from r1_ros.framesync import DropCounter
 from r1_ros.params import DataclassParameters
 from r1_ros.runtime import run_node
@@ -148,12 +148,12 @@ class SceneReasonerNode(LifecycleNode):
             self.get_logger().error(self._error)
             return FAILURE
         self.bank = KeyframeBank(downstream_bank(cfg.bank))
-        self.map = CurrentMap(self._on_new_map)
+        keyframes = MapKeyframes(self.bank, self.ignored, self.get_logger().info)
         self._subs = [
             self.create_subscription(PointCloud2, "fused_cloud", self._on_cloud, qos.CLOUD, callback_group=self._inputs),
-            self.create_subscription(Keyframe, "keyframes", self._on_keyframe, qos.keyframes(100),
+            self.create_subscription(Keyframe, "keyframes", keyframes.on_keyframe, qos.keyframes(100),
                                      callback_group=self._inputs),
-            self.create_subscription(FusionStatus, "fusion_status", lambda m: self.map.status(m.map_id), qos.STATUS,
+            self.create_subscription(FusionStatus, "fusion_status", keyframes.on_status, qos.STATUS,
                                      callback_group=self._inputs),
         ]
         self.marker_pub = self.create_lifecycle_publisher(MarkerArray, "answer_markers", qos.CLOUD)
@@ -286,25 +286,6 @@ class SceneReasonerNode(LifecycleNode):
             self._cloud, self._cloud_header = cloud, msg.header
             if self.service is not None:
                 self.service.set_scene(cloud, self._cloud_version)
-
-    def _on_new_map(self, map_id: int) -> None:
-        if self.bank is not None:
-            if len(self.bank):
-                self.get_logger().info(f"a new fusion map ({map_id}): the {len(self.bank)} keyframes of the last "
-                                       "one dropped")
-            self.bank.clear()
-
-    def _on_keyframe(self, msg) -> None:
-        if not self.map.keyframe(msg.map_id):
-            self.ignored.drop("old_map_keyframe", f"keyframe {msg.id} belongs to fusion map {msg.map_id}, "
-                                                  f"not the current one ({self.map.map_id})")
-            return
-        try:
-            color, depth, K, T, stamp = msg_to_keyframe_arrays(msg)
-            if self.bank is not None:
-                self.bank.offer(color, depth, K, T, stamp)
-        except (BadInput, ValueError) as e:
-            self.ignored.drop("bad_keyframe", f"keyframe {msg.id}: {e}")
 
     # ---- requests -------------------------------------------------------------------------------
     def _header(self):

@@ -22,7 +22,7 @@ from rclpy.node import Node
 
 from r1_ros import qos
 from r1_ros.configs import ViewSelectorNodeConfig, downstream_bank, shared_defaults
-from r1_ros.conversions import BadInput, CurrentMap, keyframe_to_msg, msg_to_keyframe_arrays, ns_to_stamp
+from r1_ros.conversions import MapKeyframes, keyframe_to_msg, ns_to_stamp
 from r1_ros.framesync import DropCounter
 from r1_ros.params import DataclassParameters
 from r1_ros.runtime import run_node
@@ -54,32 +54,17 @@ class ViewSelectorNode(Node):
         self.selector = make_selector(self.bank, cfg.selector)
         self.scene = empty_scene()
         self.ignored = DropCounter(self.get_logger().warning, 30.0)
-        self.map = CurrentMap(self._on_new_map)
+        self.keyframes = MapKeyframes(self.bank, self.ignored, self.get_logger().info)
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Keyframe, "keyframes", self._on_keyframe, qos.keyframes(100), callback_group=inputs)
-        self.create_subscription(FusionStatus, "fusion_status", lambda m: self.map.status(m.map_id), qos.STATUS,
+        self.create_subscription(Keyframe, "keyframes", self.keyframes.on_keyframe, qos.keyframes(100),
+                                 callback_group=inputs)
+        self.create_subscription(FusionStatus, "fusion_status", self.keyframes.on_status, qos.STATUS,
                                  callback_group=inputs)
         self.create_service(SelectViews, "select_views", self._srv_select,
                             callback_group=MutuallyExclusiveCallbackGroup(), qos_profile=qos.SERVICES)
 
     def _on_config(self, cfg: ViewSelectorNodeConfig) -> None:
         self.cfg = cfg
-
-    def _on_new_map(self, map_id: int) -> None:
-        if len(self.bank):
-            self.get_logger().info(f"a new fusion map ({map_id}): the {len(self.bank)} keyframes of the last one dropped")
-        self.bank.clear()
-
-    def _on_keyframe(self, msg) -> None:
-        if not self.map.keyframe(msg.map_id):
-            self.ignored.drop("old_map_keyframe", f"keyframe {msg.id} belongs to fusion map {msg.map_id}, "
-                                                  f"not the current one ({self.map.map_id})")
-            return
-        try:
-            color, depth, K, T, stamp = msg_to_keyframe_arrays(msg)
-            self.bank.offer(color, depth, K, T, stamp)
-        except (BadInput, ValueError) as e:
-            self.ignored.drop("bad_keyframe", f"keyframe {msg.id}: {e}")
 
     def select(self, text: str, k: int):
         """(keyframes, scores) for a request text: the same r1_core selection the reasoner runs."""
@@ -107,7 +92,7 @@ class ViewSelectorNode(Node):
             res.success, res.message = False, f"bad request: {e}"
             return res
         res.keyframes = [keyframe_to_msg(kf, Header(stamp=ns_to_stamp(int(kf.stamp * 1e9)), frame_id=self.cfg.map_frame),
-                                         map_id=self.map.map_id) for kf in kfs]
+                                         map_id=self.keyframes.map_id) for kf in kfs]
         res.scores = scores
         res.success = True
         res.message = "" if kfs else "the keyframe bank is empty"

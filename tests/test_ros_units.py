@@ -680,16 +680,48 @@ def test_reasoner_names_a_cuda_device_torch_does_not_have():
     check_model_source(ReasonerNodeConfig(device="cpu"))          # the bundled checkpoint is there
 
 
-def test_current_map_follows_the_fusion_status_and_drops_other_maps_keyframes():
-    from r1_ros.conversions import CurrentMap
+def test_map_keyframes_follow_the_fusion_status_and_drop_other_maps_keyframes(monkeypatch):
+    import r1_ros.conversions as conv
 
-    began: list[int] = []
-    m = CurrentMap(began.append)
+    class Bank:                                   # counts clears and offers
+        clears = offers = 0
+
+        def __len__(self):
+            return 0
+
+        def clear(self):
+            self.clears += 1
+
+        def offer(self, *arrays):
+            self.offers += 1
+
+    class Drops:
+        def __init__(self):
+            self.reasons: list[str] = []
+
+        def drop(self, reason, message):
+            self.reasons.append(reason)
+
+    monkeypatch.setattr(conv, "msg_to_keyframe_arrays", lambda msg: (None,) * 5)   # the map logic alone
+
+    def msg(map_id):
+        return types.SimpleNamespace(map_id=map_id, id=1)
+
+    bank, drops = Bank(), Drops()
+    m = conv.MapKeyframes(bank, drops, print)
+
+    def admitted(map_id) -> bool:                 # offered to the bank, else dropped as another map's
+        offers, dropped = bank.offers, len(drops.reasons)
+        m.on_keyframe(msg(map_id))
+        assert (bank.offers - offers) + (len(drops.reasons) - dropped) == 1
+        assert drops.reasons[dropped:] in ([], ["old_map_keyframe"])
+        return bank.offers > offers
+
     # a late joiner: latched keyframes of an old map, then the new map's, before any status
-    assert m.keyframe(5) and m.keyframe(5) and m.keyframe(9)
-    assert began == [5, 9]
-    m.status(9)                                   # the status agrees: nothing new
-    assert began == [5, 9] and not m.keyframe(5) and m.keyframe(9)
+    assert admitted(5) and admitted(5) and admitted(9)
+    assert (bank.clears, m.map_id) == (2, 9)
+    m.on_status(msg(9))                           # the status agrees: nothing new
+    assert bank.clears == 2 and not admitted(5) and admitted(9)
     # a reset, or a restart whose clock went back: the status decides, by equality
-    m.status(3)
-    assert began == [5, 9, 3] and not m.keyframe(9) and m.keyframe(3)
+    m.on_status(msg(3))
+    assert (bank.clears, m.map_id) == (3, 3) and not admitted(9) and admitted(3)

@@ -112,17 +112,13 @@ def _all(args) -> int:
 def _eval(args) -> int:
     from r1_core.eval.report import save_report
     from training.evaluate import (TASK_MAX_NEW_TOKENS, parse_task_budgets, predict, prediction_counts,
-                                   read_predictions, score, write_predictions)
+                                   read_predictions, refuse_earlier_run, score, write_predictions)
 
     out = Path(args.out)
     if args.predictions and args.no_score:
         raise SystemExit("r1 eval: --no-score with --predictions does nothing (they are scored, not made)")
-    # nothing a run saved is replaced without asking: another model's row, or hours of predictions
-    ours = ["results.json", "results.md"] + ([] if args.predictions else ["predictions.jsonl", "run.json"])
-    held = [n for n in ours if (out / n).exists()] if not args.overwrite else []
-    if held:
-        raise SystemExit(f"r1 eval: {out} already holds {', '.join(held)} of an earlier run; give another --out, "
-                         "or --overwrite to replace them")
+    made_here = [] if args.predictions else ["predictions.jsonl", "run.json"]
+    refuse_earlier_run(out, ["results.json", "results.md", *made_here], args.overwrite, "r1 eval")
     if args.predictions:
         preds = read_predictions(args.predictions)
         settings = Path(args.predictions).parent / "run.json"     # written beside predictions.jsonl

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from r1_core.data.errors import DataFormatError
 from r1_core.eval.grounding import scanrefer_class, scanrefer_unique_lookup
+from r1_core.geometry.boxes import is_box_list
 from r1_core.model.answer import AnswerFormatError, parse_response, resolve_refs
 from r1_core.model.generate import GenerationSettings, by_budget, generate
 from r1_core.model.r1model import R1Model
@@ -218,6 +219,15 @@ def _score(by_task: dict[str, list[dict]], scorer) -> dict[str, dict[str, float]
     return results
 
 
+def refuse_earlier_run(out: Path, names: list[str], overwrite: bool, command: str) -> None:
+    """SystemExit when `out` holds any of an earlier run's files `names` and `overwrite` is off:
+    nothing a run saved (another model's row, hours of predictions) is replaced without asking."""
+    held = [n for n in names if (out / n).exists()]
+    if held and not overwrite:
+        raise SystemExit(f"{command}: {out} already holds {', '.join(held)} of an earlier run; give another --out, "
+                         "or --overwrite to replace them")
+
+
 def write_predictions(preds: list[dict], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,10 +274,7 @@ def check_predictions(preds: list, path: str | Path, lines: list[int] | None = N
 
     def boxes(i: int, p: dict, field: str, least: int) -> None:
         v = p.get(field)
-        ok = isinstance(v, list) and len(v) >= least and all(
-            isinstance(b, list) and len(b) == 7 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                         and np.isfinite(x) for x in b) for b in v)
-        if not ok:
+        if not is_box_list(v, least):
             raise bad(i, field, f"expected a list of at least {least} boxes of 7 finite numbers "
                                 f"(cx cy cz dx dy dz yaw), got {v!r:.80}")
 

@@ -85,10 +85,9 @@ class CotConfig:
             raise ValueError("backend 'transformers' needs model_path (a local model directory)")
         if self.positions not in POSITIONS:
             raise ValueError(f"unknown positions {self.positions!r}; choose one of {list(POSITIONS)}")
-        unknown = [s for s in self.sources if s not in SOURCES or s == "scene30k"]
-        if unknown or not self.sources:
-            raise ValueError(f"sources: expected annotation sources among "
-                             f"{[s for s in SOURCES if s != 'scene30k']}, got {list(self.sources)}")
+        annotations = [s for s in SOURCES if s != "scene30k"]     # what CoT is written from
+        if not self.sources or any(s not in annotations for s in self.sources):
+            raise ValueError(f"sources: expected annotation sources among {annotations}, got {list(self.sources)}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _load_pred(path: Path) -> dict:
     from r1_core.data.errors import DataFormatError
+    from r1_core.geometry.boxes import is_box_list
 
     try:
         doc = json.loads(path.read_text())
@@ -79,9 +80,7 @@ def _load_pred(path: Path) -> dict:
     if not isinstance(doc, dict) or "boxes" not in doc:
         raise DataFormatError(path, "expected a JSON object with a 'boxes' list of [cx,cy,cz,dx,dy,dz,yaw]")
     raw = doc["boxes"]
-    if not (isinstance(raw, list) and all(
-            isinstance(b, list) and len(b) == 7 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                         and np.isfinite(x) for x in b) for b in raw)):
+    if not is_box_list(raw):
         raise DataFormatError(path, f"expected a list of boxes of 7 finite numbers (cx cy cz dx dy dz yaw), "
                                     f"got {raw!r:.80}", field="boxes")
     boxes = np.asarray(raw, dtype=np.float64).reshape(-1, 7)

@@ -43,6 +43,15 @@ _PAIR_CHUNK = 1 << 18  # pairs per chunk in the pairwise reference (bounds tempo
 
 
 # ---- input handling -------------------------------------------------------------------------
+def is_box_list(value: Any, least: int = 0) -> bool:
+    """Whether a JSON value is a list of at least `least` boxes, each a list of 7 finite numbers
+    (the form predictions files and answer files hold boxes in)."""
+    return isinstance(value, list) and len(value) >= least and all(
+        isinstance(b, list) and len(b) == 7
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in b)
+        for b in value)
+
+
 def _to_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
     """A floating tensor of `x` and whether it came as numpy."""
     if isinstance(x, torch.Tensor):
